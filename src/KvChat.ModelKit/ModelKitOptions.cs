@@ -1,0 +1,145 @@
+namespace KvChat.ModelKit;
+
+/// <summary>The attention graph a generated model uses.</summary>
+public enum ModelVariant
+{
+    /// <summary>
+    /// <c>com.microsoft:GroupQueryAttention</c> with rotary embedding fused in and shared past/present buffers
+    /// (<c>past_present_share_buffer: true</c>): the shape of the CPU models GenAI's model builder exports.
+    /// </summary>
+    GroupQueryAttention,
+
+    /// <summary>Plain ONNX operators with <c>Concat</c> KV growth (<c>past_present_share_buffer: false</c>).</summary>
+    Concat,
+}
+
+/// <summary>The special tokens, end-of-sequence ids and chat-template shape a generated model imitates.</summary>
+public enum ChatTemplateFamily
+{
+    /// <summary>ChatML (<c>&lt;|im_start|&gt;role ... &lt;|im_end|&gt;</c>) with Qwen2.5/Hermes-style <c>&lt;tool_call&gt;{json}&lt;/tool_call&gt;</c>.</summary>
+    ChatML,
+
+    /// <summary>The Phi-4-mini shape (<c>&lt;|user|&gt; ... &lt;|end|&gt;&lt;|assistant|&gt;</c>) with <c>&lt;|tool_call|&gt;[json]&lt;|/tool_call|&gt;</c>.</summary>
+    Phi,
+
+    /// <summary>The Llama 3 shape (<c>&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;</c>, <c>&lt;|eot_id|&gt;</c>) with JSON tool calls and an <c>ipython</c> role.</summary>
+    Llama3,
+}
+
+/// <summary>
+/// What the model kit writes: dimensions, graph variant, template family and an optional script.
+/// Use <see cref="Tiny"/> or <see cref="Bench"/> and change what you need with <c>with</c>.
+/// </summary>
+public sealed record ModelKitOptions
+{
+    /// <summary>The preset for tests: hidden 64, 2 layers, 4 heads, 2 KV heads, vocabulary 384, context 2048.</summary>
+    public static ModelKitOptions Tiny { get; } = new();
+
+    /// <summary>
+    /// The preset for benchmarks: hidden 768, 12 layers, 12 heads, 4 KV heads, intermediate 3072,
+    /// vocabulary 32000, context 4096 (about 128M parameters, fp32).
+    /// </summary>
+    public static ModelKitOptions Bench { get; } = new()
+    {
+        HiddenSize = 768,
+        NumLayers = 12,
+        NumHeads = 12,
+        NumKvHeads = 4,
+        IntermediateSize = 3072,
+        VocabSize = 32000,
+        ContextLength = 4096,
+    };
+
+    /// <summary>Gets the preset with the given name (<c>tiny</c> or <c>bench</c>).</summary>
+    /// <param name="name">The preset name, case-insensitive.</param>
+    /// <returns>The preset.</returns>
+    /// <exception cref="ArgumentException">The name is not a preset.</exception>
+    public static ModelKitOptions FromPreset(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.ToUpperInvariant() switch
+        {
+            "TINY" => Tiny,
+            "BENCH" => Bench,
+            _ => throw new ArgumentException($"Unknown preset '{name}': use 'tiny' or 'bench'.", nameof(name)),
+        };
+    }
+
+    /// <summary>Gets the hidden size. <value>The default value is 64.</value></summary>
+    public int HiddenSize { get; init; } = 64;
+
+    /// <summary>Gets the number of decoder layers. <value>The default value is 2.</value></summary>
+    public int NumLayers { get; init; } = 2;
+
+    /// <summary>Gets the number of query heads. <value>The default value is 4.</value></summary>
+    public int NumHeads { get; init; } = 4;
+
+    /// <summary>Gets the number of key/value heads (grouped-query attention). <value>The default value is 2.</value></summary>
+    public int NumKvHeads { get; init; } = 2;
+
+    /// <summary>Gets the gated MLP's intermediate size. <value>The default value is 128.</value></summary>
+    public int IntermediateSize { get; init; } = 128;
+
+    /// <summary>Gets the vocabulary size, special tokens included. <value>The default value is 384.</value></summary>
+    public int VocabSize { get; init; } = 384;
+
+    /// <summary>Gets the context length (<c>context_length</c> and the default <c>max_length</c>). <value>The default value is 2048.</value></summary>
+    public int ContextLength { get; init; } = 2048;
+
+    /// <summary>Gets the seed of the random weights: the same seed and options give byte-identical files. <value>The default value is 42.</value></summary>
+    public ulong Seed { get; init; } = 42;
+
+    /// <summary>Gets the attention graph variant. <value>The default value is <see cref="ModelVariant.GroupQueryAttention"/>.</value></summary>
+    public ModelVariant Variant { get; init; } = ModelVariant.GroupQueryAttention;
+
+    /// <summary>Gets the template family. <value>The default value is <see cref="ChatTemplateFamily.ChatML"/>.</value></summary>
+    public ChatTemplateFamily TemplateFamily { get; init; } = ChatTemplateFamily.ChatML;
+
+    /// <summary>
+    /// Gets the logit bias added to printable ASCII tokens so that random weights say readable characters.
+    /// <value>The default value is 4.</value>
+    /// </summary>
+    public float PrintableBias { get; init; } = 4f;
+
+    /// <summary>
+    /// Gets the text every reply says under greedy decoding, followed by the end-of-sequence token; <see langword="null"/>
+    /// for a random-weight model. A scripted model's tokenizer has no merges (one token per byte, added tokens matched
+    /// as the runtime matches them), so the kit knows the exact token ids it will say.
+    /// </summary>
+    public string? Script { get; init; }
+
+    /// <summary>
+    /// Gets replies keyed by the number of messages the prompt renders before the generation prompt (a system message
+    /// counts); a reply for a count that is not listed falls back to <see cref="Script"/>. Lets one model drive a
+    /// multi-step agent loop.
+    /// </summary>
+    public IReadOnlyDictionary<int, string>? ScriptByMessageCount { get; init; }
+
+    /// <summary>Gets the size of one attention head.</summary>
+    public int HeadSize => HiddenSize / NumHeads;
+
+    /// <summary>Gets whether the model says scripted text.</summary>
+    public bool IsScripted => Script is not null || ScriptByMessageCount is { Count: > 0 };
+
+    /// <summary>Checks that the dimensions fit together.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension is out of range or they do not fit together.</exception>
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(HiddenSize, 8, nameof(HiddenSize));
+        ArgumentOutOfRangeException.ThrowIfLessThan(NumLayers, 1, nameof(NumLayers));
+        ArgumentOutOfRangeException.ThrowIfLessThan(NumHeads, 2, nameof(NumHeads));
+        ArgumentOutOfRangeException.ThrowIfLessThan(NumKvHeads, 1, nameof(NumKvHeads));
+        ArgumentOutOfRangeException.ThrowIfLessThan(IntermediateSize, 1, nameof(IntermediateSize));
+        ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 16, nameof(ContextLength));
+        ArgumentOutOfRangeException.ThrowIfLessThan(VocabSize, 300, nameof(VocabSize));
+        if (HiddenSize % NumHeads != 0 || HeadSize % 2 != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, $"HiddenSize must be a multiple of NumHeads ({NumHeads}) with an even head size.");
+        }
+
+        if (NumHeads % NumKvHeads != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(NumKvHeads), NumKvHeads, $"NumHeads ({NumHeads}) must be a multiple of NumKvHeads.");
+        }
+    }
+}
