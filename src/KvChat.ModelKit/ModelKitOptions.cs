@@ -137,6 +137,11 @@ public sealed record ModelKitOptions
             throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, $"HiddenSize must be a multiple of NumHeads ({NumHeads}) with an even head size.");
         }
 
+        if (Variant == ModelVariant.GroupQueryAttention && HeadSize % 8 != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, $"GroupQueryAttention needs a head size that is a multiple of 8; HiddenSize / NumHeads is {HeadSize}.");
+        }
+
         if (NumHeads % NumKvHeads != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(NumKvHeads), NumKvHeads, $"NumHeads ({NumHeads}) must be a multiple of NumKvHeads.");
