@@ -1,0 +1,129 @@
+using Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace KvChat;
+
+/// <summary>
+/// One GenAI generator and the exact token ids its KV cache holds. The decode loop appends every chosen token itself
+/// (never <c>GenerateNextToken</c>), so no token is ever pending: the KV cache always holds <see cref="Tokens"/>, and a
+/// reply cut by a token limit, a stop sequence or cancellation leaves the session exact.
+/// </summary>
+/// <remarks>Used by one request at a time (the pool's lease); GenAI objects are not thread-safe.</remarks>
+internal sealed class KvSession : IPooledSession
+{
+    private readonly Model _model;
+    private readonly int _contextTokens;
+    private readonly long _bytesPerToken;
+    private readonly bool _sharedBuffer;
+    private readonly List<int> _tokens = [];
+    private Generator? _generator;
+    private bool _disposed;
+
+    public KvSession(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer)
+    {
+        _model = model;
+        _contextTokens = contextTokens;
+        _bytesPerToken = bytesPerToken;
+        _sharedBuffer = sharedBuffer;
+    }
+
+    /// <summary>The token ids the KV cache holds.</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    public int TokenCount => _tokens.Count;
+
+    public int ContextTokens => _contextTokens;
+
+    /// <inheritdoc/>
+    public long ByteSize => _bytesPerToken * (_sharedBuffer ? _contextTokens : Math.Max(_tokens.Count, 1));
+
+    /// <summary>
+    /// Makes the KV cache hold <paramref name="prompt"/>: keeps its first <paramref name="keep"/> tokens (which must equal
+    /// the prompt's) and appends the rest. At least one token is appended, so logits for the prompt's end are ready.
+    /// </summary>
+    public void Prefill(ReadOnlySpan<int> prompt, int keep)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (keep < 0 || keep >= prompt.Length || keep > _tokens.Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(keep), keep, "Keep must leave at least one prompt token to append.");
+        }
+
+        var generator = _generator ??= CreateGenerator();
+        if (keep < _tokens.Count)
+        {
+            generator.RewindTo((ulong)keep);
+            _tokens.RemoveRange(keep, _tokens.Count - keep);
+        }
+
+        var tail = prompt[keep..];
+        generator.AppendTokens(tail);
+        foreach (var id in tail)
+        {
+            _tokens.Add(id);
+        }
+    }
+
+    /// <summary>Keeps the first <paramref name="keep"/> tokens and appends <paramref name="tail"/> (which may be empty).</summary>
+    public void Extend(int keep, ReadOnlySpan<int> tail)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var generator = _generator ??= CreateGenerator();
+        if (keep < _tokens.Count)
+        {
+            generator.RewindTo((ulong)keep);
+            _tokens.RemoveRange(keep, _tokens.Count - keep);
+        }
+
+        if (!tail.IsEmpty)
+        {
+            generator.AppendTokens(tail);
+            foreach (var id in tail)
+            {
+                _tokens.Add(id);
+            }
+        }
+    }
+
+    /// <summary>Appends one chosen token (computes its K/V and the next logits).</summary>
+    public void Append(int token)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _generator!.AppendTokens([token]);
+        _tokens.Add(token);
+    }
+
+    /// <summary>Copies the logits of the last position into <paramref name="destination"/> (vocabulary size).</summary>
+    public void ReadLastLogits(Span<float> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var logits = _generator!.GetOutput("logits");
+        var vocab = logits.Shape()[^1];
+        if (vocab != destination.Length)
+        {
+            throw new InvalidOperationException($"The model's logits have {vocab} values per position; genai_config.json says vocab_size {destination.Length}.");
+        }
+
+        var data = logits.GetData<float>();
+        data[^destination.Length..].CopyTo(destination);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _generator?.Dispose();
+        _generator = null;
+        _tokens.Clear();
+    }
+
+    private Generator CreateGenerator()
+    {
+        using var parameters = new GeneratorParams(_model);
+        parameters.SetSearchOption("max_length", _contextTokens);
+        return new Generator(_model, parameters);
+    }
+}

@@ -1,0 +1,153 @@
+using Microsoft.Extensions.Logging;
+
+namespace KvChat;
+
+/// <summary>What a request does when the session holding its longest cached prefix is serving another request.</summary>
+public enum BusySessionBehavior
+{
+    /// <summary>Take another session at once (an idle one, a new one, or an evicted one) and prefill what it lacks: requests run in parallel.</summary>
+    TakeOther,
+
+    /// <summary>Wait for the busy session: no prefix is prefilled twice, but requests for one conversation run one after another.</summary>
+    Wait,
+}
+
+/// <summary>Options of a <see cref="KvChatClient"/>. Setters validate their value.</summary>
+public sealed class KvChatClientOptions
+{
+    private int _maxSessions = 4;
+    private int? _contextTokens;
+    private long _maxCacheBytes = 4L << 30;
+    private int _blockSize = 16;
+    private int _maxConversations = 1024;
+    private int _replyMemoCapacity = 1024;
+
+    /// <summary>Gets or sets the number of sessions (one GenAI generator and its KV cache each) kept alive.</summary>
+    /// <value>The default value is 4.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
+    public int MaxSessions
+    {
+        get => _maxSessions;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _maxSessions = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets the context of one session in tokens (GenAI's <c>max_length</c>): prompt plus reply. With a
+    /// shared-buffer model the KV cache of this many tokens is allocated when a session is created, so this is also
+    /// the per-session memory. <see langword="null"/> takes the model's <c>context_length</c>, at most 4096.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 16.</exception>
+    public int? ContextTokens
+    {
+        get => _contextTokens;
+        set
+        {
+            if (value is { } tokens)
+            {
+                ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 16);
+            }
+
+            _contextTokens = value;
+        }
+    }
+
+    /// <summary>Gets or sets the memory bound for KV caches, in bytes: no session is created past it.</summary>
+    /// <value>The default value is 4 GiB.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
+    public long MaxCacheBytes
+    {
+        get => _maxCacheBytes;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1L);
+            _maxCacheBytes = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets the number of tokens in one block of the prefix index. A session is found by prefix when it shares
+    /// at least one block with the prompt; the exact common prefix is then verified token by token.
+    /// </summary>
+    /// <value>The default value is 16.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 1 or more than 4096.</exception>
+    public int BlockSize
+    {
+        get => _blockSize;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
+            _blockSize = value;
+        }
+    }
+
+    /// <summary>Gets or sets what a request does when its best session is busy.</summary>
+    /// <value>The default value is <see cref="BusySessionBehavior.TakeOther"/>.</value>
+    public BusySessionBehavior BusySessionBehavior { get; set; } = BusySessionBehavior.TakeOther;
+
+    /// <summary>
+    /// Gets or sets whether responses carry a <c>ConversationId</c>: the client then keeps each conversation's history
+    /// and accepts only new messages with that id (the stateful mode of Microsoft.Extensions.AI). Off by default: send
+    /// the whole history every call and the client finds the cached prefix itself.
+    /// </summary>
+    /// <value>The default value is <see langword="false"/>.</value>
+    public bool EnableConversationIds { get; set; }
+
+    /// <summary>Gets or sets how many conversations the stateful mode remembers (least recently used forgotten first).</summary>
+    /// <value>The default value is 1024.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
+    public int MaxConversations
+    {
+        get => _maxConversations;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _maxConversations = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets how many recent replies the client remembers with the token ids it generated, so that a reply sent
+    /// back as text is prefilled from those ids rather than re-encoded (re-encoding can split text differently and lose
+    /// the cache from that point). 0 turns it off.
+    /// </summary>
+    /// <value>The default value is 1024.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is negative.</exception>
+    public int ReplyMemoCapacity
+    {
+        get => _replyMemoCapacity;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            _replyMemoCapacity = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets a chat template (Jinja) that replaces the model's own from <c>tokenizer_config.json</c>.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>: the model's template.</value>
+    public string? ChatTemplate { get; set; }
+
+    /// <summary>Gets or sets the model id reported in metadata and responses; <see langword="null"/> takes the model folder's name.</summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    public string? ModelId { get; set; }
+
+    /// <summary>
+    /// Gets or sets whether a <c>ChatOptions.AdditionalProperties</c> key the client does not know is an error
+    /// (<see langword="true"/>, a <see cref="NotSupportedException"/> naming the key) or a logged warning.
+    /// </summary>
+    /// <value>The default value is <see langword="true"/>.</value>
+    public bool RejectUnknownAdditionalProperties { get; set; } = true;
+
+    /// <summary>Gets or sets the logger factory for the client's logs; <see langword="null"/> logs nothing.</summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    public ILoggerFactory? LoggerFactory { get; set; }
+
+    internal KvChatClientOptions Clone() => (KvChatClientOptions)MemberwiseClone();
+}

@@ -1,0 +1,447 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace KvChat;
+
+/// <summary>A prompt as the model sees it.</summary>
+/// <param name="Tokens">The token ids.</param>
+/// <param name="MessageCount">The messages rendered (with <c>Instructions</c> merged into the system message).</param>
+internal sealed record RenderedPrompt(int[] Tokens, int MessageCount);
+
+/// <summary>
+/// Turns chat messages into token ids with the model's own chat template. Message text is rendered as a placeholder,
+/// then encoded on its own with every added-token string in it encoded as plain text, so user and tool text can never
+/// become control tokens (<c>&lt;|im_start|&gt;system</c> in a user message stays text). Segments are encoded once
+/// and cached, and an assistant reply this client generated is re-entered as the ids it generated.
+/// </summary>
+/// <remarks>Thread-safe: the tokenizer is used under a lock.</remarks>
+internal sealed class PromptRenderer
+{
+    private const int SegmentCacheCapacity = 8192;
+    private const int MaxCachedSegmentLength = 1 << 16;
+
+    private readonly Tokenizer _tokenizer;
+    private readonly Lock _tokenizerLock;
+    private readonly string? _template;
+    private readonly string[] _addedTokens;
+    private readonly SearchValues<string>? _addedTokenSearch;
+    private readonly HashSet<int> _specialIds;
+    private readonly int[] _encodeAddsPrefix;
+    private readonly LruCache<string, int[]> _templateSegments = new(SegmentCacheCapacity, StringComparer.Ordinal);
+    private readonly LruCache<string, int[]> _literalSegments = new(SegmentCacheCapacity, StringComparer.Ordinal);
+    private readonly LruCache<string, int[]> _replyMemo;
+    private long _retokenizedReplies;
+
+    public PromptRenderer(Tokenizer tokenizer, Lock tokenizerLock, ModelFolder folder, string? templateOverride, int replyMemoCapacity)
+    {
+        _tokenizer = tokenizer;
+        _tokenizerLock = tokenizerLock;
+        _template = templateOverride;
+        _replyMemo = new LruCache<string, int[]>(replyMemoCapacity, StringComparer.Ordinal);
+        _addedTokens = [.. folder.AddedTokens.Select(t => t.Content).Distinct(StringComparer.Ordinal)];
+        _addedTokenSearch = _addedTokens.Length == 0 ? null : SearchValues.Create(_addedTokens, StringComparison.Ordinal);
+        _specialIds = [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)];
+
+        if (templateOverride is null && folder.ChatTemplate is null)
+        {
+            throw new InvalidDataException(
+                $"The model folder '{folder.Path}' has no chat_template in tokenizer_config.json: set KvChatClientOptions.ChatTemplate.");
+        }
+
+        // Chat prompts get special tokens only from the template (as Hugging Face's apply_chat_template does).
+        lock (_tokenizerLock)
+        {
+            try
+            {
+                _tokenizer.UpdateOptions(new Dictionary<string, string> { ["add_special_tokens"] = "false" });
+            }
+            catch (OnnxRuntimeGenAIException)
+            {
+                // Older tokenizers: whatever Encode adds is stripped from each segment below.
+            }
+
+            using var a = _tokenizer.Encode("a");
+            using var b = _tokenizer.Encode("b");
+            _encodeAddsPrefix = CommonPrefix(a[0], b[0]);
+        }
+    }
+
+    /// <summary>Gets the replies whose text re-encodes to other ids than were generated.</summary>
+    public long RetokenizedReplies => Interlocked.Read(ref _retokenizedReplies);
+
+    /// <summary>Renders and encodes a conversation.</summary>
+    /// <exception cref="ArgumentException">A message is empty, holds U+0000, or the template rejects the conversation.</exception>
+    /// <exception cref="NotSupportedException">A message holds content this client cannot send, or a tool is not a function.</exception>
+    public RenderedPrompt Render(IReadOnlyList<ChatMessage> messages, ChatOptions? options, bool addGenerationPrompt)
+    {
+        var rendered = Flatten(messages, options?.Instructions);
+        var tools = options?.ToolMode is NoneChatToolMode ? null : ToolsJson(options?.Tools);
+        var marker = PickMarker(rendered, tools);
+        var messagesJson = MessagesJson(rendered, marker);
+
+        string text;
+        lock (_tokenizerLock)
+        {
+            try
+            {
+                text = _tokenizer.ApplyChatTemplate(_template, messagesJson, tools, addGenerationPrompt);
+            }
+            catch (OnnxRuntimeGenAIException e)
+            {
+                throw new ArgumentException($"The chat template rejected the conversation: {e.Message}", nameof(messages), e);
+            }
+        }
+
+        var tokens = new List<int>(text.Length / 3);
+        var position = 0;
+        while (position < text.Length)
+        {
+            var open = text.IndexOf(marker, position);
+            if (open < 0)
+            {
+                tokens.AddRange(EncodeTemplateText(text[position..]));
+                break;
+            }
+
+            var close = text.IndexOf(marker, open + 1);
+            if (close < 0 || !int.TryParse(text.AsSpan(open + 1, close - open - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var index)
+                || (uint)index >= (uint)rendered.Count)
+            {
+                throw new InvalidOperationException("The chat template changed a message placeholder; it cannot be rendered safely.");
+            }
+
+            if (open > position)
+            {
+                tokens.AddRange(EncodeTemplateText(text[position..open]));
+            }
+
+            var message = rendered[index];
+            tokens.AddRange(message.Role == "assistant" && _replyMemo.TryGet(message.Content, out var generated)
+                ? generated
+                : EncodeLiteral(message.Content));
+            position = close + 1;
+        }
+
+        return new RenderedPrompt([.. tokens], rendered.Count);
+    }
+
+    /// <summary>
+    /// Remembers a reply's generated ids when its text would re-encode differently (and it holds no special token), so
+    /// the next turn prefills the ids the KV cache already holds.
+    /// </summary>
+    public void RememberReply(string text, ReadOnlySpan<int> generated)
+    {
+        if (_replyMemo.Capacity == 0 || text.Length == 0 || text.Length > MaxCachedSegmentLength)
+        {
+            return;
+        }
+
+        foreach (var id in generated)
+        {
+            if (_specialIds.Contains(id))
+            {
+                return;
+            }
+        }
+
+        if (!EncodeLiteral(text).AsSpan().SequenceEqual(generated))
+        {
+            Interlocked.Increment(ref _retokenizedReplies);
+            _replyMemo.Set(text, generated.ToArray());
+        }
+    }
+
+    /// <summary>Encodes text with added-token strings in it encoded as plain text.</summary>
+    public int[] EncodeLiteral(string text)
+    {
+        if (text.Length == 0)
+        {
+            return [];
+        }
+
+        if (text.Length <= MaxCachedSegmentLength && _literalSegments.TryGet(text, out var cached))
+        {
+            return cached;
+        }
+
+        var result = new List<int>();
+        AppendLiteral(text, result);
+        var ids = result.ToArray();
+        if (text.Length <= MaxCachedSegmentLength)
+        {
+            _literalSegments.Set(text, ids);
+        }
+
+        return ids;
+    }
+
+    private void AppendLiteral(ReadOnlySpan<char> text, List<int> result)
+    {
+        while (!text.IsEmpty)
+        {
+            var at = _addedTokenSearch is null ? -1 : text.IndexOfAny(_addedTokenSearch);
+            if (at < 0)
+            {
+                result.AddRange(EncodeRaw(text.ToString()));
+                return;
+            }
+
+            if (at > 0)
+            {
+                result.AddRange(EncodeRaw(text[..at].ToString()));
+            }
+
+            // The longest added token starting here, split so that neither half is an added token.
+            var rest = text[at..];
+            var token = string.Empty;
+            foreach (var candidate in _addedTokens)
+            {
+                if (candidate.Length > token.Length && rest.StartsWith(candidate, StringComparison.Ordinal))
+                {
+                    token = candidate;
+                }
+            }
+
+            var splitAt = char.IsHighSurrogate(token[0]) && token.Length > 2 ? 2 : 1;
+            result.AddRange(EncodeRaw(token[..splitAt]));
+            AppendLiteral(token.AsSpan(splitAt), result);
+            text = text[(at + token.Length)..];
+        }
+    }
+
+    private int[] EncodeTemplateText(string text)
+    {
+        if (_templateSegments.TryGet(text, out var cached))
+        {
+            return cached;
+        }
+
+        var ids = EncodeRaw(text);
+        if (text.Length <= MaxCachedSegmentLength)
+        {
+            _templateSegments.Set(text, ids);
+        }
+
+        return ids;
+    }
+
+    private int[] EncodeRaw(string text)
+    {
+        int[] ids;
+        lock (_tokenizerLock)
+        {
+            using var sequences = _tokenizer.Encode(text);
+            ids = sequences[0].ToArray();
+        }
+
+        return _encodeAddsPrefix.Length > 0 && ids.AsSpan().StartsWith(_encodeAddsPrefix) ? ids[_encodeAddsPrefix.Length..] : ids;
+    }
+
+    private static int[] CommonPrefix(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a[..a.CommonPrefixLength(b)].ToArray();
+
+    private sealed record FlatMessage(string Role, string Content, IReadOnlyList<FunctionCallContent> ToolCalls, string? ToolCallId);
+
+    private static List<FlatMessage> Flatten(IReadOnlyList<ChatMessage> messages, string? instructions)
+    {
+        var result = new List<FlatMessage>(messages.Count + 1);
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var message = messages[i] ?? throw new ArgumentException($"Message {i} is null.", nameof(messages));
+            var role = message.Role.Value;
+            var text = new StringBuilder();
+            var calls = new List<FunctionCallContent>();
+            var results = new List<FunctionResultContent>();
+            foreach (var content in message.Contents)
+            {
+                switch (content)
+                {
+                    case TextContent t:
+                        text.Append(t.Text);
+                        break;
+                    case FunctionCallContent call:
+                        calls.Add(call);
+                        break;
+                    case FunctionResultContent r:
+                        results.Add(r);
+                        break;
+                    case UsageContent:
+                        break; // Accounting of an earlier response, not model input.
+                    case null:
+                        throw new ArgumentException($"Message {i} ({role}) has a null content item.", nameof(messages));
+                    default:
+                        throw new NotSupportedException(
+                            $"Message {i} ({role}) holds {content.GetType().Name}: this client sends text, function calls and function results only.");
+                }
+            }
+
+            if (message.Contents.Count == 0)
+            {
+                throw new ArgumentException($"Message {i} ({role}) has no content.", nameof(messages));
+            }
+
+            var body = text.ToString();
+            if (body.Contains('\0', StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"Message {i} ({role}) contains U+0000, which the tokenizer cannot encode.", nameof(messages));
+            }
+
+            if (results.Count > 0)
+            {
+                if (body.Length > 0 || calls.Count > 0)
+                {
+                    throw new NotSupportedException($"Message {i} ({role}) mixes function results with text or calls; send results in their own message.");
+                }
+
+                foreach (var r in results)
+                {
+                    result.Add(new FlatMessage("tool", ResultText(r, i), [], r.CallId));
+                }
+
+                continue;
+            }
+
+            result.Add(new FlatMessage(role, body, calls, null));
+        }
+
+        if (result.Count == 0)
+        {
+            throw new ArgumentException("At least one message is required.", nameof(messages));
+        }
+
+        if (!string.IsNullOrEmpty(instructions))
+        {
+            if (instructions.Contains('\0', StringComparison.Ordinal))
+            {
+                throw new ArgumentException("ChatOptions.Instructions contains U+0000, which the tokenizer cannot encode.", nameof(instructions));
+            }
+
+            if (result[0].Role == "system")
+            {
+                result[0] = result[0] with { Content = instructions + "\n\n" + result[0].Content };
+            }
+            else
+            {
+                result.Insert(0, new FlatMessage("system", instructions, [], null));
+            }
+        }
+
+        return result;
+    }
+
+    private static string ResultText(FunctionResultContent result, int index)
+    {
+        var text = result.Result switch
+        {
+            null => result.Exception is { } e ? $"Error: {e.Message}" : string.Empty,
+            string s => s,
+            JsonElement json => json.ValueKind == JsonValueKind.String ? json.GetString()! : json.GetRawText(),
+            var value => JsonSerializer.Serialize(value, AIJsonUtilities.DefaultOptions.GetTypeInfo(value.GetType())),
+        };
+        return text.Contains('\0', StringComparison.Ordinal)
+            ? throw new ArgumentException($"The result of call '{result.CallId}' in message {index} contains U+0000.", nameof(result))
+            : text;
+    }
+
+    private static string? ToolsJson(IList<AITool>? tools)
+    {
+        if (tools is not { Count: > 0 })
+        {
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartArray();
+            foreach (var tool in tools)
+            {
+                if (tool is not AIFunctionDeclaration function)
+                {
+                    throw new NotSupportedException($"Tool '{tool?.Name}' is a {tool?.GetType().Name}: only functions can be offered to a local model.");
+                }
+
+                w.WriteStartObject();
+                w.WriteString("type", "function");
+                w.WriteStartObject("function");
+                w.WriteString("name", function.Name);
+                if (!string.IsNullOrEmpty(function.Description))
+                {
+                    w.WriteString("description", function.Description);
+                }
+
+                w.WritePropertyName("parameters");
+                function.JsonSchema.WriteTo(w);
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+        }
+
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    /// <summary>A private-use character that appears nowhere in the conversation, to delimit placeholders.</summary>
+    private static char PickMarker(List<FlatMessage> messages, string? tools)
+    {
+        for (var c = '\uE000'; c <= '\uF8FF'; c++)
+        {
+            if ((tools is null || !tools.Contains(c, StringComparison.Ordinal))
+                && !messages.Any(m => m.Content.Contains(c, StringComparison.Ordinal)))
+            {
+                return c;
+            }
+        }
+
+        throw new ArgumentException("The conversation uses every private-use character; it cannot be rendered safely.", nameof(messages));
+    }
+
+    private static string MessagesJson(List<FlatMessage> messages, char marker)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartArray();
+            for (var i = 0; i < messages.Count; i++)
+            {
+                var m = messages[i];
+                w.WriteStartObject();
+                w.WriteString("role", m.Role);
+                w.WriteString("content", m.Content.Length == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"{marker}{i}{marker}"));
+                if (m.ToolCallId is not null)
+                {
+                    w.WriteString("tool_call_id", m.ToolCallId);
+                }
+
+                if (m.ToolCalls.Count > 0)
+                {
+                    w.WriteStartArray("tool_calls");
+                    foreach (var call in m.ToolCalls)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("id", call.CallId);
+                        w.WriteString("type", "function");
+                        w.WriteStartObject("function");
+                        w.WriteString("name", call.Name);
+                        w.WritePropertyName("arguments");
+                        JsonSerializer.Serialize(w, call.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>)));
+                        w.WriteEndObject();
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                }
+
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+        }
+
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+}
