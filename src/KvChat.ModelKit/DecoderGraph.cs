@@ -17,6 +17,9 @@ internal sealed class DecoderGraph
     private const float ScriptLogit = 100f;
     private const float MarkerSharpness = 30f;
 
+    /// <summary>Weights twice the usual 1/sqrt(fan-in) scale make random models context-sensitive rather than repetitive.</summary>
+    private const float WeightScale = 2f;
+
     private readonly ModelKitOptions _o;
     private readonly Vocabulary _vocab;
     private readonly ScriptPlan? _script;
@@ -352,11 +355,13 @@ internal sealed class DecoderGraph
             }
         }
 
+        bias[_vocab.IdOf(_vocab.Family.EosTokens[0])] = _o.EndOfTurnBias;
+
         return bias;
     }
 
     private string Linear(string name, int fanIn, int fanOut)
-        => _g.FloatBytes(name, Weights(name, (long)fanIn * fanOut, MathF.Sqrt(3f / fanIn)), fanIn, fanOut);
+        => _g.FloatBytes(name, Weights(name, (long)fanIn * fanOut, WeightScale * MathF.Sqrt(3f / fanIn)), fanIn, fanOut);
 
     private string Ones(string name, int size) => _g.FloatBytes(name, WeightRandom.Constant(size, 1f), size);
 

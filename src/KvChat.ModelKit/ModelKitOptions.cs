@@ -102,6 +102,12 @@ public sealed record ModelKitOptions
     public float PrintableBias { get; init; } = 4f;
 
     /// <summary>
+    /// Gets the logit bias of the end-of-turn token, so that random-weight replies sometimes end on their own.
+    /// <value>The default value is 7.</value>
+    /// </summary>
+    public float EndOfTurnBias { get; init; } = 7f;
+
+    /// <summary>
     /// Gets the text every reply says under greedy decoding, followed by the end-of-sequence token; <see langword="null"/>
     /// for a random-weight model. A scripted model's tokenizer has no merges (one token per byte, added tokens matched
     /// as the runtime matches them), so the kit knows the exact token ids it will say.

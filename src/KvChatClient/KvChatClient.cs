@@ -507,6 +507,7 @@ public sealed class KvChatClient : IChatClient
             var created = DateTimeOffset.UtcNow;
             await foreach (var e in channel.Reader.ReadAllAsync(token).ConfigureAwait(false))
             {
+                token.ThrowIfCancellationRequested();
                 var update = new ChatResponseUpdate
                 {
                     Role = ChatRole.Assistant,
@@ -602,10 +603,16 @@ public sealed class KvChatClient : IChatClient
             var finish = ChatFinishReason.Length;
             var stoppedByString = false;
             var firstTokenMs = 0.0;
+            float[]? promptLogits = null;
             while (generated.Count < limit)
             {
                 token.ThrowIfCancellationRequested();
                 session.ReadLastLogits(logits.AsSpan(0, vocab));
+                if (generated.Count == 0)
+                {
+                    promptLogits = Trace is null ? null : logits.AsSpan(0, vocab).ToArray();
+                }
+
                 var next = sampler.Next(logits.AsSpan(0, vocab));
                 if (generated.Count == 0)
                 {
@@ -652,7 +659,7 @@ public sealed class KvChatClient : IChatClient
             }
 
             _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens));
-            Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish));
+            Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits));
             lease.Release();
             if (!stoppedByString)
             {
@@ -699,7 +706,7 @@ public sealed class KvChatClient : IChatClient
 }
 
 /// <summary>What one reply did, for tests.</summary>
-internal sealed record ReplyTrace(int[] Prompt, int Cached, int[] Generated, int[] SessionTokens, ChatFinishReason Finish);
+internal sealed record ReplyTrace(int[] Prompt, int Cached, int[] Generated, int[] SessionTokens, ChatFinishReason Finish, float[]? PromptLogits);
 
 /// <summary>Names of the extra counters in <see cref="UsageDetails.AdditionalCounts"/> that <see cref="KvChatClient"/> reports.</summary>
 public static class KvChatUsage

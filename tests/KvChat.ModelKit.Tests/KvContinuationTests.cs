@@ -14,7 +14,8 @@ public sealed class KvContinuationTests
 
     public static TheoryData<ModelVariant> Variants() => [ModelVariant.GroupQueryAttention, ModelVariant.Concat];
 
-    private static Model Load(ModelVariant variant) => new(TestModels.PathOf(ModelKitOptions.Tiny with { Variant = variant }));
+    /// <summary>A model that never says end-of-sequence, so every generated token is a pending one.</summary>
+    private static Model Load(ModelVariant variant) => new(TestModels.PathOf(ModelKitOptions.Tiny with { Variant = variant, EndOfTurnBias = -100 }));
 
     private static int[] Encode(Tokenizer tokenizer, string text)
     {

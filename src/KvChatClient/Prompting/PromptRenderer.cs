@@ -148,6 +148,18 @@ internal sealed class PromptRenderer
             }
         }
 
+        string decoded;
+        lock (_tokenizerLock)
+        {
+            decoded = _tokenizer.Decode(generated);
+        }
+
+        // A reply cut inside a character, or with text held back, is not what the ids say: re-encode it instead.
+        if (!string.Equals(decoded, text, StringComparison.Ordinal))
+        {
+            return;
+        }
+
         if (!EncodeLiteral(text).AsSpan().SequenceEqual(generated))
         {
             Interlocked.Increment(ref _retokenizedReplies);
@@ -276,11 +288,6 @@ internal sealed class PromptRenderer
                         throw new NotSupportedException(
                             $"Message {i} ({role}) holds {content.GetType().Name}: this client sends text, function calls and function results only.");
                 }
-            }
-
-            if (message.Contents.Count == 0)
-            {
-                throw new ArgumentException($"Message {i} ({role}) has no content.", nameof(messages));
             }
 
             var body = text.ToString();
