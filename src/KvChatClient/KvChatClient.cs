@@ -469,7 +469,7 @@ public sealed class KvChatClient : IChatClient
     {
         EnterCall();
         var entered = true;
-        var conversationHeld = false;
+        Conversations.Conversation? heldConversation = null;
         Task? producer = null;
         var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
         try
@@ -481,7 +481,7 @@ public sealed class KvChatClient : IChatClient
             {
                 conversation ??= _conversations!.Create();
                 await conversation.Gate.WaitAsync(token).ConfigureAwait(false);
-                conversationHeld = true;
+                heldConversation = conversation;
                 if (request.Conversation is not null && conversation.Version != request.ConversationVersion)
                 {
                     // Another request on this conversation finished meanwhile: render its history as it is now.
@@ -553,10 +553,7 @@ public sealed class KvChatClient : IChatClient
                 entered = false; // The producer leaves the call.
             }
 
-            if (conversationHeld)
-            {
-                (request.Conversation ?? null)?.Gate.Release();
-            }
+            heldConversation?.Gate.Release();
 
             linked.Dispose();
             if (entered)
