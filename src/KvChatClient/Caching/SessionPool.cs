@@ -1,0 +1,690 @@
+namespace KvChat;
+
+/// <summary>
+/// Leases KV-cache sessions to requests, one request per session at a time, choosing for each prompt
+/// the session that holds the longest prefix of it.
+/// </summary>
+/// <typeparam name="TSession">The session type; the pool owns and disposes its sessions.</typeparam>
+/// <remarks>
+/// <para>
+/// <b>Choice.</b> <see cref="AcquireAsync"/> looks up the prompt in a <see cref="PrefixIndex{TEntry}"/>
+/// of the sessions' committed tokens and leases, among idle sessions sharing at least one block with
+/// the prompt, the one with the longest exact common prefix (ties: the least recently used). If a
+/// busy session shares a longer prefix (judged by its last committed tokens), <see cref="BusySessionPolicy"/>
+/// decides whether to wait for it. When no idle session shares a block, the pool uses, in this order: an idle session holding no
+/// tokens; a new session, while under <c>maxSessions</c> and <c>maxBytes</c>; the least recently used
+/// idle session that is not pinned (an eviction); the least recently used pinned one. When every
+/// session is busy and none can be created, the request waits, first come first served, for a release.
+/// </para>
+/// <para>
+/// <b>The lease contract.</b> The holder has the session to itself. <see cref="Lease.CommonPrefixLength"/>
+/// is exact against the tokens last committed for the session; the holder must rewind the session to
+/// at most that many tokens before extending it. After changing the session, the holder calls
+/// <see cref="Commit"/> with exactly the tokens the session now holds (prompt and generated tokens);
+/// that is the only way the pool learns them. A lease released without a commit leaves the session
+/// registered as holding nothing (the pool cannot know what was done to it). After any failure of the
+/// session, the holder calls <see cref="Lease.Discard"/>: the session is disposed, never reused.
+/// </para>
+/// <para>
+/// <b>Pins.</b> <see cref="Pin"/> protects a session's committed tokens (a warmed system prompt) from
+/// eviction: pinned sessions are evicted last. A pinned session still serves prompts that share a
+/// prefix with it; the pin holds as long as the pinned tokens stay a prefix of the session's tokens,
+/// and is dropped when a lease's common prefix is shorter than the pinned prefix, when a commit does
+/// not keep the pinned prefix, or when a lease is released without a commit.
+/// </para>
+/// <para>
+/// <b>Bytes.</b> A new session is created only if the committed sizes of the sessions plus the size
+/// of the last created session (an estimate of the next one) fit in <c>maxBytes</c>; the first
+/// session is always allowed. Sizes are read at creation and at each commit. The bound gates
+/// creation only: it never evicts.
+/// </para>
+/// <para>
+/// <b>Threading.</b> Every member is thread-safe. Decisions run under one lock that is never held
+/// across an await, nor while calling the session factory or disposing a session. Waiters are served
+/// in arrival order at every release, discard or failed creation; a cancelled waiter leaves the
+/// queue. The session factory runs on the acquiring thread, outside the lock. A holder that acquires a
+/// second lease while holding one can deadlock itself when the pool is full.
+/// </para>
+/// </remarks>
+internal sealed class SessionPool<TSession> : IDisposable
+    where TSession : class, IPooledSession
+{
+    /// <summary>The default number of tokens in a prefix-index block.</summary>
+    public const int DefaultBlockSize = 16;
+
+    private readonly Lock _lock = new();
+    private readonly Func<TSession> _factory;
+    private readonly PrefixIndex<Slot> _index;
+    private readonly List<Slot> _slots = [];
+    private readonly List<PrefixCandidate<Slot>> _candidates = [];
+    private readonly LinkedList<Waiter> _waiters = new();
+    private int _busyCount;
+    private int _pendingCreations;
+    private long _totalBytes;
+    private long _lastCreatedBytes;
+    private long _clock;
+    private bool _disposed;
+    private long _hits;
+    private long _misses;
+    private long _evictions;
+    private long _discards;
+    private long _cachedTokens;
+
+    /// <summary>
+    /// Creates an empty pool.
+    /// </summary>
+    /// <param name="maxSessions">The most sessions the pool holds; at least 1.</param>
+    /// <param name="maxBytes">The memory bound for creating sessions; at least 1.</param>
+    /// <param name="factory">Creates a session; called outside the pool's lock.</param>
+    /// <param name="busyPolicy">What to do when the best session for a prompt is busy.</param>
+    /// <param name="blockSize">
+    /// The prefix-index block size: a session is found by prefix only if it shares at least this many
+    /// tokens with the prompt.
+    /// </param>
+    public SessionPool(
+        int maxSessions,
+        long maxBytes,
+        Func<TSession> factory,
+        BusySessionPolicy busyPolicy = BusySessionPolicy.TakeOther,
+        int blockSize = DefaultBlockSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxSessions, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1L);
+        ArgumentNullException.ThrowIfNull(factory);
+        if (!Enum.IsDefined(busyPolicy))
+        {
+            throw new ArgumentOutOfRangeException(nameof(busyPolicy), busyPolicy, "Unknown busy-session policy.");
+        }
+
+        MaxSessions = maxSessions;
+        MaxBytes = maxBytes;
+        BusyPolicy = busyPolicy;
+        _factory = factory;
+        _index = new PrefixIndex<Slot>(blockSize, seed: 0);
+    }
+
+    /// <summary>Gets the most sessions the pool holds.</summary>
+    public int MaxSessions { get; }
+
+    /// <summary>Gets the memory bound for creating sessions.</summary>
+    public long MaxBytes { get; }
+
+    /// <summary>Gets what the pool does when the best session for a prompt is busy.</summary>
+    public BusySessionPolicy BusyPolicy { get; }
+
+    /// <summary>
+    /// Leases the session that best serves <paramref name="prompt"/>, waiting if none is available.
+    /// </summary>
+    /// <param name="prompt">
+    /// The prompt's token ids. Read again while the request waits: do not change it until the returned
+    /// task completes.
+    /// </param>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled request holds nothing.</param>
+    /// <returns>The lease; release or discard it exactly once.</returns>
+    /// <exception cref="ObjectDisposedException">The pool is disposed, or was disposed while waiting.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public async ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var waiter = TryLeaseOrEnqueue(prompt, out var lease);
+        if (waiter is not null)
+        {
+            var registration = cancellationToken.UnsafeRegister(
+                static (state, token) => ((Waiter)state!).Cancel(token),
+                waiter);
+            await using (registration.ConfigureAwait(false))
+            {
+                lease = await waiter.Completion.Task.ConfigureAwait(false);
+            }
+        }
+
+        return lease ?? CreateReservedSession();
+    }
+
+    /// <summary>
+    /// Records the tokens the leased session now holds, for future lookups.
+    /// </summary>
+    /// <param name="lease">An active lease from this pool.</param>
+    /// <param name="tokens">
+    /// Exactly the tokens the session holds: the prompt and the generated tokens in its KV cache.
+    /// Copied. May be called several times per lease; the last call counts.
+    /// </param>
+    /// <remarks>Also reads the session's <see cref="IPooledSession.ByteSize"/>.</remarks>
+    /// <exception cref="InvalidOperationException">The lease has been released or discarded.</exception>
+    public void Commit(Lease lease, ReadOnlySpan<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        lock (_lock)
+        {
+            EnsureActive(lease);
+            var slot = lease.Slot;
+            var size = slot.Session.ByteSize;
+            if (slot.PinnedLength > 0 && _index.GetCommonPrefixLength(slot, tokens) < slot.PinnedLength)
+            {
+                slot.PinnedLength = 0;
+            }
+
+            _index.Set(slot, tokens);
+            slot.TokenCount = tokens.Length;
+            _totalBytes += size - slot.ByteSize;
+            slot.ByteSize = size;
+            lease.IsCommitted = true;
+        }
+    }
+
+    /// <summary>
+    /// Pins the tokens last committed through <paramref name="lease"/>, so that the session is evicted
+    /// only after every unpinned one.
+    /// </summary>
+    /// <param name="lease">An active lease from this pool, with a commit.</param>
+    /// <exception cref="InvalidOperationException">
+    /// The lease has been released or discarded, or nothing has been committed through it.
+    /// </exception>
+    public void Pin(Lease lease)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        lock (_lock)
+        {
+            EnsureActive(lease);
+            if (!lease.IsCommitted || lease.Slot.TokenCount == 0)
+            {
+                throw new InvalidOperationException("Commit the session's tokens through this lease before pinning them.");
+            }
+
+            lease.Slot.PinnedLength = lease.Slot.TokenCount;
+        }
+    }
+
+    /// <summary>
+    /// Returns a snapshot of the pool's state and counters.
+    /// </summary>
+    public SessionPoolStatistics GetStatistics()
+    {
+        lock (_lock)
+        {
+            var pinned = 0;
+            foreach (var slot in _slots)
+            {
+                if (slot.PinnedLength > 0)
+                {
+                    pinned++;
+                }
+            }
+
+            return new SessionPoolStatistics(
+                _slots.Count,
+                _busyCount,
+                pinned,
+                _waiters.Count,
+                _totalBytes,
+                _hits,
+                _misses,
+                _evictions,
+                _discards,
+                _cachedTokens);
+        }
+    }
+
+    /// <summary>
+    /// Disposes the idle sessions now and the busy ones when their leases end; fails waiting and
+    /// later requests with <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    /// <exception cref="AggregateException">Disposing one or more idle sessions failed; all were attempted.</exception>
+    public void Dispose()
+    {
+        List<TSession> idle = [];
+        List<Waiter> waiters = [];
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            for (var i = _slots.Count - 1; i >= 0; i--)
+            {
+                var slot = _slots[i];
+                if (!slot.IsBusy)
+                {
+                    RemoveSlot(slot);
+                    idle.Add(slot.Session);
+                }
+            }
+
+            foreach (var waiter in _waiters)
+            {
+                waiter.Node = null;
+                waiters.Add(waiter);
+            }
+
+            _waiters.Clear();
+        }
+
+        foreach (var waiter in waiters)
+        {
+            waiter.Completion.TrySetException(new ObjectDisposedException(GetType().FullName));
+        }
+
+        List<Exception>? errors = null;
+        foreach (var session in idle)
+        {
+            try
+            {
+                session.Dispose();
+            }
+            catch (Exception exception)
+            {
+                (errors ??= []).Add(exception);
+            }
+        }
+
+        if (errors is not null)
+        {
+            throw new AggregateException("Disposing one or more sessions failed.", errors);
+        }
+    }
+
+    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, out Lease? lease)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (TryDecide(prompt.Span, out lease))
+            {
+                return null;
+            }
+
+            var waiter = new Waiter(this, prompt);
+            waiter.Node = _waiters.AddLast(waiter);
+            return waiter;
+        }
+    }
+
+    // Under the lock. Returns false when the request must wait; true with a lease, or true with null
+    // when a creation slot has been reserved for the caller (who calls the factory outside the lock).
+    private bool TryDecide(ReadOnlySpan<int> prompt, out Lease? lease)
+    {
+        _index.FindCandidates(prompt, _candidates);
+        Slot? bestIdle = null;
+        var bestIdleLength = 0;
+        var bestBusyLength = 0;
+        foreach (var candidate in _candidates)
+        {
+            var slot = candidate.Entry;
+            var length = candidate.CommonPrefixLength;
+            if (slot.IsBusy)
+            {
+                bestBusyLength = Math.Max(bestBusyLength, length);
+            }
+            else if (bestIdle is null || length > bestIdleLength || (length == bestIdleLength && slot.LastUsed < bestIdle.LastUsed))
+            {
+                bestIdle = slot;
+                bestIdleLength = length;
+            }
+        }
+
+        _candidates.Clear();
+        if (bestBusyLength > bestIdleLength && BusyPolicy == BusySessionPolicy.Wait)
+        {
+            lease = null;
+            return false;
+        }
+
+        if (bestIdle is not null)
+        {
+            lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true);
+            return true;
+        }
+
+        Slot? empty = null;
+        Slot? unpinned = null;
+        Slot? pinned = null;
+        foreach (var slot in _slots)
+        {
+            if (slot.IsBusy)
+            {
+                continue;
+            }
+
+            if (slot.TokenCount == 0)
+            {
+                empty = LeastRecentlyUsed(empty, slot);
+            }
+            else if (slot.PinnedLength == 0)
+            {
+                unpinned = LeastRecentlyUsed(unpinned, slot);
+            }
+            else
+            {
+                pinned = LeastRecentlyUsed(pinned, slot);
+            }
+        }
+
+        if (empty is not null)
+        {
+            lease = LeaseSlot(empty, 0, isHit: false);
+            return true;
+        }
+
+        if (CanCreate())
+        {
+            _pendingCreations++;
+            lease = null;
+            return true;
+        }
+
+        var victim = unpinned ?? pinned;
+        if (victim is not null)
+        {
+            lease = LeaseSlot(victim, _index.GetCommonPrefixLength(victim, prompt), isHit: false);
+            return true;
+        }
+
+        lease = null;
+        return false;
+    }
+
+    private static Slot LeastRecentlyUsed(Slot? current, Slot slot) =>
+        current is null || slot.LastUsed < current.LastUsed ? slot : current;
+
+    private bool CanCreate()
+    {
+        var count = _slots.Count + _pendingCreations;
+        if (count >= MaxSessions)
+        {
+            return false;
+        }
+
+        return count == 0 || _totalBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
+    }
+
+    private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit)
+    {
+        var evicted = !isHit && slot.TokenCount > 0;
+        if (commonPrefixLength < slot.PinnedLength)
+        {
+            slot.PinnedLength = 0; // The holder rewinds below the pinned prefix.
+        }
+
+        slot.IsBusy = true;
+        slot.LastUsed = ++_clock;
+        _busyCount++;
+        if (isHit)
+        {
+            _hits++;
+        }
+        else
+        {
+            _misses++;
+        }
+
+        if (evicted)
+        {
+            _evictions++;
+        }
+
+        _cachedTokens += commonPrefixLength;
+        return new Lease(this, slot, commonPrefixLength, isNew: false, evicted, isHit);
+    }
+
+    private Lease CreateReservedSession()
+    {
+        TSession? session = null;
+        long size;
+        try
+        {
+            session = _factory() ?? throw new InvalidOperationException("The session factory returned null.");
+            size = session.ByteSize;
+            ArgumentOutOfRangeException.ThrowIfNegative(size, "session.ByteSize");
+        }
+        catch
+        {
+            lock (_lock)
+            {
+                _pendingCreations--;
+                ServeWaiters();
+            }
+
+            session?.Dispose();
+            throw;
+        }
+
+        lock (_lock)
+        {
+            _pendingCreations--;
+            if (!_disposed)
+            {
+                var slot = new Slot(session, size) { IsBusy = true, LastUsed = ++_clock };
+                _slots.Add(slot);
+                _index.Set(slot, []);
+                _busyCount++;
+                _totalBytes += size;
+                _lastCreatedBytes = size;
+                _misses++;
+                return new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
+            }
+        }
+
+        session.Dispose();
+        throw new ObjectDisposedException(GetType().FullName);
+    }
+
+    private void Return(Lease lease, bool discard)
+    {
+        TSession? toDispose = null;
+        lock (_lock)
+        {
+            if (lease.State == LeaseState.Discarded)
+            {
+                return;
+            }
+
+            if (lease.State == LeaseState.Released)
+            {
+                if (discard)
+                {
+                    throw new InvalidOperationException("The lease has been released: the session may be leased again, so it can no longer be discarded.");
+                }
+
+                return;
+            }
+
+            var slot = lease.Slot;
+            slot.IsBusy = false;
+            _busyCount--;
+            if (discard)
+            {
+                lease.State = LeaseState.Discarded;
+                RemoveSlot(slot);
+                _discards++;
+                toDispose = slot.Session;
+            }
+            else
+            {
+                lease.State = LeaseState.Released;
+                slot.LastUsed = ++_clock;
+                if (!lease.IsCommitted)
+                {
+                    _index.Set(slot, []);
+                    slot.TokenCount = 0;
+                    slot.PinnedLength = 0;
+                }
+
+                if (_disposed)
+                {
+                    RemoveSlot(slot);
+                    toDispose = slot.Session;
+                }
+            }
+
+            ServeWaiters();
+        }
+
+        toDispose?.Dispose();
+    }
+
+    // Under the lock: serves the waiters that can be served now, in arrival order.
+    private void ServeWaiters()
+    {
+        var node = _waiters.First;
+        while (node is not null && (_busyCount < _slots.Count || CanCreate()))
+        {
+            var next = node.Next;
+            var waiter = node.Value;
+            if (TryDecide(waiter.Prompt.Span, out var lease))
+            {
+                _waiters.Remove(node);
+                waiter.Node = null;
+                waiter.Completion.TrySetResult(lease);
+            }
+
+            node = next;
+        }
+    }
+
+    private void CancelWaiter(Waiter waiter, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (waiter.Node is null)
+            {
+                return; // Already served, or failed by Dispose.
+            }
+
+            _waiters.Remove(waiter.Node);
+            waiter.Node = null;
+        }
+
+        waiter.Completion.TrySetCanceled(cancellationToken);
+    }
+
+    private void RemoveSlot(Slot slot)
+    {
+        _slots.Remove(slot);
+        _index.Remove(slot);
+        _totalBytes -= slot.ByteSize;
+    }
+
+    private void EnsureActive(Lease lease)
+    {
+        if (!ReferenceEquals(lease.Pool, this))
+        {
+            throw new ArgumentException("The lease belongs to another pool.", nameof(lease));
+        }
+
+        if (lease.State != LeaseState.Active)
+        {
+            throw new InvalidOperationException($"The lease has been {(lease.State == LeaseState.Released ? "released" : "discarded")}.");
+        }
+    }
+
+    /// <summary>The state of a lease.</summary>
+    internal enum LeaseState
+    {
+        /// <summary>The holder has the session.</summary>
+        Active,
+
+        /// <summary>The session went back to the pool.</summary>
+        Released,
+
+        /// <summary>The session was disposed and removed from the pool.</summary>
+        Discarded,
+    }
+
+    /// <summary>
+    /// Exclusive use of one session of a <see cref="SessionPool{TSession}"/>, until released or discarded.
+    /// </summary>
+    /// <remarks>
+    /// End it exactly once: <see cref="Release"/> (or <see cref="Dispose"/>) after success,
+    /// <see cref="Discard"/> after a failure of the session. Ending it again is a no-op, except that
+    /// discarding a released lease throws (the session may already be someone else's).
+    /// </remarks>
+    internal sealed class Lease : IDisposable
+    {
+        internal Lease(SessionPool<TSession> pool, Slot slot, int commonPrefixLength, bool isNew, bool evicted, bool isHit)
+        {
+            Pool = pool;
+            Slot = slot;
+            CommonPrefixLength = commonPrefixLength;
+            IsNew = isNew;
+            Evicted = evicted;
+            IsHit = isHit;
+        }
+
+        /// <summary>Gets the leased session.</summary>
+        public TSession Session => Slot.Session;
+
+        /// <summary>
+        /// Gets the exact number of leading prompt tokens that the session's committed tokens hold. The
+        /// holder must rewind the session to at most this many tokens before extending it.
+        /// </summary>
+        public int CommonPrefixLength { get; }
+
+        /// <summary>Gets whether the session was created for this lease.</summary>
+        public bool IsNew { get; }
+
+        /// <summary>
+        /// Gets whether this lease took over a session that held another conversation's tokens (it
+        /// shared less than one block with the prompt).
+        /// </summary>
+        public bool Evicted { get; }
+
+        /// <summary>Gets whether the session was found by prefix: it shares at least one block with the prompt.</summary>
+        public bool IsHit { get; }
+
+        internal SessionPool<TSession> Pool { get; }
+
+        internal Slot Slot { get; }
+
+        internal LeaseState State { get; set; }
+
+        internal bool IsCommitted { get; set; }
+
+        /// <summary>Returns the session to the pool.</summary>
+        public void Release() => Pool.Return(this, discard: false);
+
+        /// <summary>Returns the session to the pool; same as <see cref="Release"/>.</summary>
+        public void Dispose() => Release();
+
+        /// <summary>
+        /// Removes the session from the pool and its index and disposes it: for a session whose state
+        /// is unknown after a failure. A discarded session is never leased again.
+        /// </summary>
+        /// <exception cref="InvalidOperationException">The lease has already been released.</exception>
+        public void Discard() => Pool.Return(this, discard: true);
+    }
+
+    /// <summary>The pool's record of one session.</summary>
+    internal sealed class Slot(TSession session, long byteSize)
+    {
+        public TSession Session { get; } = session;
+
+        public long ByteSize { get; set; } = byteSize;
+
+        public bool IsBusy { get; set; }
+
+        /// <summary>The logical time of the last acquire or release; orders sessions for LRU.</summary>
+        public long LastUsed { get; set; }
+
+        /// <summary>The number of committed tokens (mirrors the index).</summary>
+        public int TokenCount { get; set; }
+
+        /// <summary>The length of the pinned prefix; 0 when not pinned.</summary>
+        public int PinnedLength { get; set; }
+    }
+
+    /// <summary>A request waiting for a session.</summary>
+    private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt)
+    {
+        public ReadOnlyMemory<int> Prompt { get; } = prompt;
+
+        /// <summary>Completes with a lease, or with null for a reserved creation slot.</summary>
+        public TaskCompletionSource<Lease?> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The waiter's place in the queue; null once it has left it.</summary>
+        public LinkedListNode<Waiter>? Node { get; set; }
+
+        public void Cancel(CancellationToken cancellationToken) => pool.CancelWaiter(this, cancellationToken);
+    }
+}
