@@ -183,7 +183,7 @@ public sealed class KvChatClient : IChatClient
                     {
                         var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
                         lease.Session.Extend(keep, prompt.AsSpan(keep));
-                        _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens));
+                        _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
                         _pool.Pin(lease);
                         lease.Release();
                         Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
@@ -577,12 +577,14 @@ public sealed class KvChatClient : IChatClient
         var keep = Math.Min(lease.CommonPrefixLength, prompt.Length - 1);
         var vocab = _folder.VocabSize;
         var logits = ArrayPool<float>.Shared.Rent(vocab);
+        var prefilled = false;
         Interlocked.Increment(ref _requests);
         try
         {
             token.ThrowIfCancellationRequested();
             Log.CacheLookup(_logger, requestId, prompt.Length, keep, prompt.Length - keep, lease.IsHit, lease.Evicted);
             session.Prefill(prompt, keep);
+            prefilled = true;
             Interlocked.Add(ref _cachedInputTokens, keep);
             Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
 
@@ -655,7 +657,7 @@ public sealed class KvChatClient : IChatClient
                 writer.TryWrite(new Event(rest, null, null));
             }
 
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens));
+            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prompt.Length);
             Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits));
             lease.Release();
             if (!stoppedByString)
@@ -682,7 +684,7 @@ public sealed class KvChatClient : IChatClient
         catch (OperationCanceledException e)
         {
             // Cancellation comes between native calls: the session holds exactly its recorded tokens.
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens));
+            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prefilled ? prompt.Length : null);
             lease.Release();
             writer.TryComplete(e);
         }

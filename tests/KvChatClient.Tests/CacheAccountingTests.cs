@@ -64,7 +64,7 @@ public sealed class CacheAccountingTests
         var systemPrefills = 0;
         for (var conversation = 0; conversation < 6; conversation++)
         {
-            List<ChatMessage> history = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, $"Conversation {conversation} starts")];
+            List<ChatMessage> history = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, $"Conversation {conversation} starts with a question that has quite a few words in it")];
             var response = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 4 }, TestContext.Current.CancellationToken);
             systemTokens = harness.Client.GetService<KvCacheStatistics>() is { } ? SystemPromptLength(harness) : 0;
             if (response.Usage!.CachedInputTokenCount < systemTokens)

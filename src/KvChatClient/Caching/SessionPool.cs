@@ -52,6 +52,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// <summary>The default number of tokens in a prefix-index block.</summary>
     public const int DefaultBlockSize = 16;
 
+
     private readonly Lock _lock = new();
     private readonly Func<TSession> _factory;
     private readonly PrefixIndex<Slot> _index;
@@ -149,9 +150,15 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// Exactly the tokens the session holds: the prompt and the generated tokens in its KV cache.
     /// Copied. May be called several times per lease; the last call counts.
     /// </param>
+    /// <param name="replyStart">
+    /// Where the last request's prompt ends and its reply begins in <paramref name="tokens"/>; <see langword="null"/>
+    /// keeps the previous value (the session was not changed). A later prompt that diverges before this point is another conversation (or an edit of
+    /// this one) and takes free capacity rather than truncate this session; one that diverges inside the reply (a reply
+    /// cut by a stop string or cancellation, or regenerated) reuses it.
+    /// </param>
     /// <remarks>Also reads the session's <see cref="IPooledSession.ByteSize"/>.</remarks>
     /// <exception cref="InvalidOperationException">The lease has been released or discarded.</exception>
-    public void Commit(Lease lease, ReadOnlySpan<int> tokens)
+    public void Commit(Lease lease, ReadOnlySpan<int> tokens, int? replyStart = null)
     {
         ArgumentNullException.ThrowIfNull(lease);
         lock (_lock)
@@ -166,6 +173,7 @@ internal sealed class SessionPool<TSession> : IDisposable
 
             _index.Set(slot, tokens);
             slot.TokenCount = tokens.Length;
+            slot.ReplyStart = Math.Min(replyStart ?? slot.ReplyStart, tokens.Length);
             _totalBytes += size - slot.ByteSize;
             slot.ByteSize = size;
             lease.IsCommitted = true;
@@ -331,7 +339,13 @@ internal sealed class SessionPool<TSession> : IDisposable
             return false;
         }
 
-        if (bestIdle is not null)
+        // A prompt that diverges from its best session (more than a short tail: another conversation sharing a system
+        // prompt, not a regenerated reply or a continuation) takes free capacity while there is some, so conversations
+        // keep their own sessions until all sessions exist; then the longest common prefix takes over.
+        var truncates = bestIdle is not null
+            && bestIdleLength < bestIdle.ReplyStart
+            && bestIdleLength < prompt.Length - 1;
+        if (bestIdle is not null && !(truncates && HasFreeCapacity()))
         {
             lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true);
             return true;
@@ -383,6 +397,19 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         lease = null;
         return false;
+    }
+
+    private bool HasFreeCapacity()
+    {
+        foreach (var slot in _slots)
+        {
+            if (!slot.IsBusy && slot.TokenCount == 0)
+            {
+                return true;
+            }
+        }
+
+        return CanCreate();
     }
 
     private static Slot LeastRecentlyUsed(Slot? current, Slot slot) =>
@@ -508,6 +535,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 {
                     _index.Set(slot, []);
                     slot.TokenCount = 0;
+                    slot.ReplyStart = 0;
                     slot.PinnedLength = 0;
                 }
 
@@ -669,6 +697,9 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         /// <summary>The number of committed tokens (mirrors the index).</summary>
         public int TokenCount { get; set; }
+
+        /// <summary>Where the last committed prompt ended (the reply began).</summary>
+        public int ReplyStart { get; set; }
 
         /// <summary>The length of the pinned prefix; 0 when not pinned.</summary>
         public int PinnedLength { get; set; }

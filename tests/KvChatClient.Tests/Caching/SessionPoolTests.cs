@@ -680,4 +680,54 @@ public sealed class SessionPoolTests
         Assert.Equal(harness.Created.Count - stats.Sessions, (int)stats.Discards);
         Assert.All(harness.Created, s => Assert.True(s.DisposeCount <= 1));
     }
+
+    [Fact]
+    public async Task Acquire_PromptDivergingInsideTheLastPrompt_TakesFreeCapacity()
+    {
+        var harness = new Harness(maxSessions: 2);
+        var system = Range(0, 32);
+        var conversationA = Concat(system, Range(100, 20));
+        var lease = await harness.AcquireAsync(conversationA);
+        harness.Pool.Commit(lease, Concat(conversationA, Range(500, 10)), replyStart: conversationA.Length);
+        lease.Release();
+
+        // Another conversation sharing only the system prompt keeps A's session intact and gets its own.
+        using var b = await harness.AcquireAsync(Concat(system, Range(200, 20)));
+        Assert.NotSame(lease.Session, b.Session);
+        Assert.True(b.IsNew);
+    }
+
+    [Fact]
+    public async Task Acquire_PromptDivergingInsideTheReply_ReusesTheSession()
+    {
+        var harness = new Harness(maxSessions: 2);
+        var prompt = Range(0, 40);
+        var lease = await harness.AcquireAsync(prompt);
+        harness.Pool.Commit(lease, Concat(prompt, Range(500, 30)), replyStart: prompt.Length);
+        lease.Release();
+
+        // A reply cut short (stop string, cancellation) and continued: same session, prefix up to the cut.
+        using var next = await harness.AcquireAsync(Concat(prompt, Range(500, 5), [-7, -8]));
+        Assert.Same(lease.Session, next.Session);
+        Assert.Equal(45, next.CommonPrefixLength);
+
+        // Regenerating from the same prompt also stays.
+        next.Release();
+        using var again = await harness.AcquireAsync(prompt);
+        Assert.Same(lease.Session, again.Session);
+    }
+
+    [Fact]
+    public async Task Acquire_DivergingWhenThePoolIsFull_TakesOverTheLongestCommonPrefix()
+    {
+        var harness = new Harness(maxSessions: 1);
+        var system = Range(0, 32);
+        var lease = await harness.AcquireAsync(Concat(system, Range(100, 20)));
+        harness.Pool.Commit(lease, Concat(system, Range(100, 20)), replyStart: 52);
+        lease.Release();
+
+        using var b = await harness.AcquireAsync(Concat(system, Range(200, 20)));
+        Assert.Same(lease.Session, b.Session);
+        Assert.Equal(32, b.CommonPrefixLength);
+    }
 }
