@@ -169,13 +169,14 @@ public sealed class KvChatClient : IChatClient
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);
-        var prompt = _renderer.Render(messages as IReadOnlyList<ChatMessage> ?? [.. messages], options, addGenerationPrompt: false).Tokens;
+        var rendered = _renderer.Render(messages as IReadOnlyList<ChatMessage> ?? [.. messages], options, addGenerationPrompt: false);
+        var prompt = rendered.Tokens;
         EnsureFits(prompt.Length, nameof(messages));
         EnterCall();
         try
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
-            var lease = await _pool.AcquireAsync(prompt, linked.Token).ConfigureAwait(false);
+            var lease = await _pool.AcquireAsync(prompt, rendered.IdentityLength, linked.Token).ConfigureAwait(false);
             return await Task.Run(
                 () =>
                 {
@@ -337,6 +338,7 @@ public sealed class KvChatClient : IChatClient
 
     private sealed record Request(
         int[] Tokens,
+        int IdentityLength,
         IReadOnlyList<ChatMessage> Messages,
         ChatOptions? Options,
         SamplingSettings Sampling,
@@ -389,7 +391,7 @@ public sealed class KvChatClient : IChatClient
 
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
         EnsureFits(prompt.Tokens.Length, nameof(messages));
-        return new Request(prompt.Tokens, list, options, sampling, maxOutput, stops, conversation, version);
+        return new Request(prompt.Tokens, prompt.IdentityLength, list, options, sampling, maxOutput, stops, conversation, version);
     }
 
     private SamplingSettings SamplingFrom(ChatOptions? options)
@@ -476,6 +478,7 @@ public sealed class KvChatClient : IChatClient
         {
             var token = linked.Token;
             var prompt = request.Tokens;
+            var identityLength = request.IdentityLength;
             var conversation = request.Conversation;
             if (conversation is not null || _conversations is not null)
             {
@@ -491,13 +494,15 @@ public sealed class KvChatClient : IChatClient
                         full = [.. conversation.History, .. request.Messages];
                     }
 
-                    prompt = _renderer.Render(full, request.Options, addGenerationPrompt: true).Tokens;
+                    var rendered = _renderer.Render(full, request.Options, addGenerationPrompt: true);
+                    prompt = rendered.Tokens;
+                    identityLength = rendered.IdentityLength;
                     EnsureFits(prompt.Length, "messages");
                 }
             }
 
             var started = Stopwatch.GetTimestamp();
-            var lease = await _pool.AcquireAsync(prompt, token).ConfigureAwait(false);
+            var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
             var channel = Channel.CreateUnbounded<Event>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
             var requestId = Guid.NewGuid().ToString("N");
             var reply = new StringBuilder();

@@ -108,6 +108,24 @@ public sealed class CacheAccountingTests
         Assert.Equal(1, harness.Client.GetService<KvCacheStatistics>()!.CacheHits);
     }
 
+    [Fact]
+    public async Task EditingALaterMessage_WithFreeSessions_ReusesTheConversationsSession()
+    {
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 4 });
+        List<ChatMessage> history = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, "First question of this conversation")];
+        history.AddRange((await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken)).Messages);
+        history.Add(new ChatMessage(ChatRole.User, "Second question, to be edited"));
+        await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken);
+        var before = harness.Last.Prompt;
+
+        history[^1] = new ChatMessage(ChatRole.User, "Second question, edited");
+        var edited = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken);
+
+        Assert.Equal(edited.Usage!.InputTokenCount, harness.Last.Prompt.Length);
+        Assert.Equal(harness.Last.Prompt.AsSpan().CommonPrefixLength(before), edited.Usage.CachedInputTokenCount);
+        Assert.Equal(1, harness.Client.GetService<KvCacheStatistics>()!.Sessions);
+    }
+
     private static int SystemPromptLength(OracleHarness harness)
     {
         // Tokens of "<|im_start|>system\n...<|im_end|>\n" as the client renders them.

@@ -7,7 +7,7 @@ namespace KvChat;
 /// <typeparam name="TSession">The session type; the pool owns and disposes its sessions.</typeparam>
 /// <remarks>
 /// <para>
-/// <b>Choice.</b> <see cref="AcquireAsync"/> looks up the prompt in a <see cref="PrefixIndex{TEntry}"/>
+/// <b>Choice.</b> <see cref="AcquireAsync(ReadOnlyMemory{int}, int, CancellationToken)"/> looks up the prompt in a <see cref="PrefixIndex{TEntry}"/>
 /// of the sessions' committed tokens and leases, among idle sessions sharing at least one block with
 /// the prompt, the one with the longest exact common prefix (ties: the least recently used). If a
 /// busy session shares a longer prefix (judged by its last committed tokens), <see cref="BusySessionPolicy"/>
@@ -124,10 +124,27 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// <returns>The lease; release or discard it exactly once.</returns>
     /// <exception cref="ObjectDisposedException">The pool is disposed, or was disposed while waiting.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
-    public async ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
+    public ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
+        => AcquireAsync(prompt, int.MaxValue, cancellationToken);
+
+    /// <summary>
+    /// Leases the session that best serves <paramref name="prompt"/>, waiting if none is available.
+    /// </summary>
+    /// <param name="prompt">The prompt's token ids (read again while the request waits: do not change it).</param>
+    /// <param name="identityLength">
+    /// How many leading tokens identify the prompt's conversation (its system prompt and first user message). While free
+    /// capacity remains, a session whose common prefix with the prompt is shorter than this and shorter than the
+    /// session's last prompt (another conversation that shares only a system prompt) is not truncated: the prompt takes
+    /// a free session. <see cref="int.MaxValue"/> treats every such divergence as another conversation.
+    /// </param>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled request holds nothing.</param>
+    /// <returns>The lease; release or discard it exactly once.</returns>
+    /// <exception cref="ObjectDisposedException">The pool is disposed, or was disposed while waiting.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public async ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, int identityLength, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var waiter = TryLeaseOrEnqueue(prompt, out var lease);
+        var waiter = TryLeaseOrEnqueue(prompt, identityLength, out var lease);
         if (waiter is not null)
         {
             var registration = cancellationToken.UnsafeRegister(
@@ -293,17 +310,17 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
     }
 
-    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, out Lease? lease)
+    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, int identityLength, out Lease? lease)
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (TryDecide(prompt.Span, out lease))
+            if (TryDecide(prompt.Span, identityLength, out lease))
             {
                 return null;
             }
 
-            var waiter = new Waiter(this, prompt);
+            var waiter = new Waiter(this, prompt, identityLength);
             waiter.Node = _waiters.AddLast(waiter);
             return waiter;
         }
@@ -311,7 +328,7 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     // Under the lock. Returns false when the request must wait; true with a lease, or true with null
     // when a creation slot has been reserved for the caller (who calls the factory outside the lock).
-    private bool TryDecide(ReadOnlySpan<int> prompt, out Lease? lease)
+    private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Lease? lease)
     {
         _index.FindCandidates(prompt, _candidates);
         Slot? bestIdle = null;
@@ -339,11 +356,13 @@ internal sealed class SessionPool<TSession> : IDisposable
             return false;
         }
 
-        // A prompt that diverges from its best session (more than a short tail: another conversation sharing a system
-        // prompt, not a regenerated reply or a continuation) takes free capacity while there is some, so conversations
-        // keep their own sessions until all sessions exist; then the longest common prefix takes over.
+        // A prompt that diverges from its best session before that session's last reply and before the prompt's own
+        // first user message ends (another conversation sharing only a system prompt; not a regenerated or cut reply,
+        // not an edit deeper in the same conversation) takes free capacity while there is some, so conversations keep
+        // their own sessions until all sessions exist; then the longest common prefix takes over.
         var truncates = bestIdle is not null
             && bestIdleLength < bestIdle.ReplyStart
+            && bestIdleLength < identityLength
             && bestIdleLength < prompt.Length - 1;
         if (bestIdle is not null && !(truncates && HasFreeCapacity()))
         {
@@ -560,7 +579,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         {
             var next = node.Next;
             var waiter = node.Value;
-            if (TryDecide(waiter.Prompt.Span, out var lease))
+            if (TryDecide(waiter.Prompt.Span, waiter.IdentityLength, out var lease))
             {
                 _waiters.Remove(node);
                 waiter.Node = null;
@@ -706,9 +725,11 @@ internal sealed class SessionPool<TSession> : IDisposable
     }
 
     /// <summary>A request waiting for a session.</summary>
-    private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt)
+    private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt, int identityLength)
     {
         public ReadOnlyMemory<int> Prompt { get; } = prompt;
+
+        public int IdentityLength { get; } = identityLength;
 
         /// <summary>Completes with a lease, or with null for a reserved creation slot.</summary>
         public TaskCompletionSource<Lease?> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);

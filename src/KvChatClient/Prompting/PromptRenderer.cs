@@ -10,7 +10,11 @@ namespace KvChat;
 /// <summary>A prompt as the model sees it.</summary>
 /// <param name="Tokens">The token ids.</param>
 /// <param name="MessageCount">The messages rendered (with <c>Instructions</c> merged into the system message).</param>
-internal sealed record RenderedPrompt(int[] Tokens, int MessageCount);
+/// <param name="IdentityLength">
+/// The tokens through the first non-system message's text: what identifies the conversation (two conversations that
+/// share a system prompt diverge before this point; an edit deeper in one conversation diverges after it).
+/// </param>
+internal sealed record RenderedPrompt(int[] Tokens, int MessageCount, int IdentityLength);
 
 /// <summary>
 /// Turns chat messages into token ids with the model's own chat template. Message text is rendered as a placeholder,
@@ -97,6 +101,7 @@ internal sealed class PromptRenderer
         }
 
         var tokens = new List<int>(text.Length / 3);
+        var identityLength = -1;
         var position = 0;
         while (position < text.Length)
         {
@@ -124,9 +129,13 @@ internal sealed class PromptRenderer
                 ? generated
                 : EncodeLiteral(message.Content));
             position = close + 1;
+            if (identityLength < 0 && message.Role != "system")
+            {
+                identityLength = tokens.Count;
+            }
         }
 
-        return new RenderedPrompt([.. tokens], rendered.Count);
+        return new RenderedPrompt([.. tokens], rendered.Count, identityLength < 0 ? tokens.Count : identityLength);
     }
 
     /// <summary>

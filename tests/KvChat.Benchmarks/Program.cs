@@ -1,0 +1,3 @@
+using KvChat.Benchmarks;
+
+return await BenchmarkApp.RunAsync(args).ConfigureAwait(false);

@@ -1,0 +1,153 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+
+namespace KvChat.Benchmarks;
+
+/// <summary>Collects runs and writes the markdown table (and JSON) with the machine and versions.</summary>
+internal sealed class Report(BenchSettings settings, string modelPath, int systemTokens)
+{
+    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    private readonly List<(Workload Workload, string Way, List<WorkloadRun> Runs)> _results = [];
+    private readonly Dictionary<int, (int Differ, int Turns)> _retokenization = [];
+
+    public IReadOnlyList<(Workload Workload, string Way, List<WorkloadRun> Runs)> Results => _results;
+
+    public void Add(Workload workload, string way, List<WorkloadRun> runs) => _results.Add((workload, way, runs));
+
+    public void AddRetokenization(Workload workload, (int Differ, int Turns) counts) => _retokenization[workload.Number] = counts;
+
+    public IReadOnlyList<(IReadOnlyList<ChatMessage> History, int[] Prompt)> LastKvChatTurns(Workload workload)
+        => _results.Where(r => r.Workload.Number == workload.Number && r.Way == "kvchat")
+            .SelectMany(r => r.Runs[0].Turns)
+            .Where(t => t.HistoryBefore is not null && t.Prompt is not null)
+            .Select(t => (t.HistoryBefore!, t.Prompt!))
+            .ToList();
+
+    /// <summary>Median time to first token of each turn over repeats.</summary>
+    public static double[] MedianTtft(List<WorkloadRun> runs)
+        => Enumerable.Range(0, runs[0].Turns.Count).Select(i => Median(runs.Select(r => r.Turns[i].TimeToFirstTokenMs))).ToArray();
+
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    public string ToMarkdown()
+    {
+        var md = new StringBuilder();
+        md.AppendLine(settings.Quick ? "# Benchmark results (quick mode: tiny model, one repeat; figures not meaningful)" : "# Benchmark results");
+        md.AppendLine();
+        md.AppendLine(string.Create(Invariant, $"- Command: `{settings.Command.Trim()}`"));
+        md.AppendLine(string.Create(Invariant, $"- Date (UTC): {DateTime.UtcNow:yyyy-MM-dd HH:mm}"));
+        md.AppendLine(string.Create(Invariant, $"- Machine: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {CpuName()}, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB"));
+        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {typeof(Microsoft.ML.OnnxRuntimeGenAI.Model).Assembly.GetName().Version}"));
+        md.AppendLine(string.Create(Invariant, $"- Model: `{Path.GetFileName(modelPath)}`; system prompt {systemTokens} tokens; user turns about {settings.UserTokens} tokens; replies {settings.ReplyTokens} tokens (greedy, the model never ends a reply early); {settings.Repeats} repeat(s), medians"));
+        md.AppendLine("- TTFT: time from the call to the first streamed token. Prefilled: prompt tokens computed (not served from a KV cache). Decode: tokens per second after the first token.");
+        md.AppendLine();
+        foreach (var group in _results.GroupBy(r => r.Workload.Number))
+        {
+            var workload = group.First().Workload;
+            md.AppendLine(string.Create(Invariant, $"## Workload {workload.Number}: {workload.Title}"));
+            md.AppendLine();
+            var ideal = group.FirstOrDefault(r => r.Way == "ideal");
+            var stateless = group.FirstOrDefault(r => r.Way == "genai");
+            var idealLast = ideal.Runs is null ? double.NaN : MedianTtft(ideal.Runs)[^1];
+            var statelessLast = stateless.Runs is null ? double.NaN : MedianTtft(stateless.Runs)[^1];
+            var idealPrefilled = ideal.Runs is null ? double.NaN : ideal.Runs[0].Turns.Sum(t => t.PrefilledTokens);
+            md.AppendLine("| way | TTFT first turn ms | TTFT last turn ms | last TTFT / ideal | stateless / last TTFT | prefilled tokens | prefilled / ideal | system prompt prefills | decode tok/s | wall s | peak MiB | oracle |");
+            md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+            foreach (var (_, way, runs) in group)
+            {
+                var ttft = MedianTtft(runs);
+                var prefilled = runs[0].Turns.Sum(t => t.PrefilledTokens);
+                var systemPrefills = runs[0].Turns.Count(t => t.PromptTokens - t.PrefilledTokens < systemTokens);
+                var decode = Median(runs.SelectMany(r => r.Turns).Where(t => t.DecodeTokensPerSecond > 0).Select(t => t.DecodeTokensPerSecond));
+                var oracle = way.StartsWith("kvchat", StringComparison.Ordinal) ? (runs[0].OracleFailures == 0 ? "equal" : $"{runs[0].OracleFailures} differ") : string.Empty;
+                md.AppendLine(string.Create(Invariant,
+                    $"| {NameOf(way, runs)} | {ttft[0]:F0} | {ttft[^1]:F0} | {ttft[^1] / idealLast:F2} | {statelessLast / ttft[^1]:F1} | {prefilled} | {prefilled / idealPrefilled:F2} | {systemPrefills} | {decode:F1} | {Median(runs.Select(r => r.WallSeconds)):F1} | {runs.Max(r => r.PeakMegabytes):F0} | {oracle} |"));
+            }
+
+            md.AppendLine();
+            md.AppendLine("TTFT by turn (ms, median):");
+            md.AppendLine();
+            var turnCount = group.First().Runs[0].Turns.Count;
+            md.AppendLine("| way | " + string.Join(" | ", Enumerable.Range(1, turnCount)) + " |");
+            md.AppendLine("| --- |" + string.Concat(Enumerable.Repeat(" ---: |", turnCount)));
+            foreach (var (_, way, runs) in group)
+            {
+                md.AppendLine($"| {NameOf(way, runs)} | " + string.Join(" | ", MedianTtft(runs).Select(v => v.ToString("F0", Invariant))) + " |");
+            }
+
+            md.AppendLine();
+            var kv = group.FirstOrDefault(r => r.Way == "kvchat");
+            var caching = group.FirstOrDefault(r => r.Way == "genai-caching");
+            if (kv.Runs is not null && caching.Runs is not null)
+            {
+                var differ = kv.Runs[0].Turns.Zip(caching.Runs[0].Turns).Count(p => p.First.Text != p.Second.Text);
+                md.AppendLine(string.Create(Invariant, $"GenAI's caching mode replied differently from KvChatClient (which equals a fresh prefill) on {differ} of {kv.Runs[0].Turns.Count} turns."));
+            }
+
+            if (_retokenization.TryGetValue(workload.Number, out var re))
+            {
+                md.AppendLine(string.Create(Invariant, $"KvChatClient's prompt tokens differ from the stateless anchor's re-encoding of the same history on {re.Differ} of {re.Turns} turns (a reply re-entered as the ids it was generated as, or message text encoded on its own)."));
+            }
+
+            md.AppendLine();
+        }
+
+        return md.ToString();
+    }
+
+    public string ToJson()
+        => JsonSerializer.Serialize(
+            _results.Select(r => new
+            {
+                workload = r.Workload.Number,
+                way = r.Way,
+                runs = r.Runs.Select(run => new
+                {
+                    wall = run.WallSeconds,
+                    peakMiB = run.PeakMegabytes,
+                    oracleFailures = run.OracleFailures,
+                    turns = run.Turns.Select(t => new { t.PromptTokens, t.PrefilledTokens, t.OutputTokens, t.TimeToFirstTokenMs, t.DecodeTokensPerSecond, t.WallMs }),
+                }),
+            }),
+            Indented);
+
+    private static string NameOf(string way, List<WorkloadRun> runs) => way switch
+    {
+        "genai" => "GenAI client, stateless",
+        "genai-caching" => "GenAI client, EnableCaching",
+        "kvchat" => "KvChatClient (default, 4 sessions)",
+        "kvchat-session-each" => "KvChatClient, 12 sessions",
+        "ideal" => "ideal: raw generator, new tokens only",
+        _ => way,
+    };
+
+    private static string CpuName()
+    {
+        try
+        {
+            return File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU";
+        }
+        catch (IOException)
+        {
+            return "unknown CPU";
+        }
+    }
+}
+
+/// <summary>The time-to-first-token chart.</summary>
+internal static class Chart
+{
+    public static void WriteTimeToFirstToken(Report report, string path)
+    {
+        _ = report;
+        _ = path;
+    }
+}
