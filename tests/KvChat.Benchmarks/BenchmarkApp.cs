@@ -113,7 +113,7 @@ internal sealed record BenchSettings(
         return new BenchSettings(
             quick,
             Value("--model"),
-            Value("--out") ?? Path.Combine(root, "docs", "benchmarks"),
+            Value("--out") ?? (quick ? Path.Combine(root, ".artifacts", "benchmarks") : Path.Combine(root, "docs", "benchmarks")),
             Value("--cache") ?? Path.Combine(root, ".artifacts", "models"),
             int.Parse(Value("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture),
             (Value("--workloads") ?? "1,2,3,4").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
