@@ -65,7 +65,11 @@ internal static class BenchmarkApp
         var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
         await File.WriteAllTextAsync(mdPath, markdown).ConfigureAwait(false);
         await File.WriteAllTextAsync(Path.ChangeExtension(mdPath, ".json"), report.ToJson()).ConfigureAwait(false);
-        Chart.WriteTimeToFirstToken(report, Path.ChangeExtension(mdPath, ".png"));
+        foreach (var png in Chart.WriteTimeToFirstToken(report, settings.OutputDirectory, Path.GetFileNameWithoutExtension(mdPath)))
+        {
+            Console.WriteLine($"wrote {png}");
+        }
+
         Console.WriteLine(markdown);
         Console.WriteLine($"wrote {mdPath}");
         if (failures > 0)

@@ -45,7 +45,7 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         md.AppendLine(string.Create(Invariant, $"- Command: `{settings.Command.Trim()}`"));
         md.AppendLine(string.Create(Invariant, $"- Date (UTC): {DateTime.UtcNow:yyyy-MM-dd HH:mm}"));
         md.AppendLine(string.Create(Invariant, $"- Machine: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {CpuName()}, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB"));
-        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {typeof(Microsoft.ML.OnnxRuntimeGenAI.Model).Assembly.GetName().Version}"));
+        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {GenAiVersion()}"));
         md.AppendLine(string.Create(Invariant, $"- Model: `{Path.GetFileName(modelPath)}`; system prompt {systemTokens} tokens; user turns about {settings.UserTokens} tokens; replies {settings.ReplyTokens} tokens (greedy, the model never ends a reply early); {settings.Repeats} repeat(s), medians"));
         md.AppendLine("- TTFT: time from the call to the first streamed token. Prefilled: prompt tokens computed (not served from a KV cache). Decode: tokens per second after the first token.");
         md.AppendLine();
@@ -65,11 +65,11 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
             {
                 var ttft = MedianTtft(runs);
                 var prefilled = runs[0].Turns.Sum(t => t.PrefilledTokens);
-                var systemPrefills = runs[0].Turns.Count(t => t.PromptTokens - t.PrefilledTokens < systemTokens);
+                var systemPrefills = runs[0].Turns.Count(t => t.PrefilledTokens >= systemTokens);
                 var decode = Median(runs.SelectMany(r => r.Turns).Where(t => t.DecodeTokensPerSecond > 0).Select(t => t.DecodeTokensPerSecond));
                 var oracle = way.StartsWith("kvchat", StringComparison.Ordinal) ? (runs[0].OracleFailures == 0 ? "equal" : $"{runs[0].OracleFailures} differ") : string.Empty;
                 md.AppendLine(string.Create(Invariant,
-                    $"| {NameOf(way, runs)} | {ttft[0]:F0} | {ttft[^1]:F0} | {ttft[^1] / idealLast:F2} | {statelessLast / ttft[^1]:F1} | {prefilled} | {prefilled / idealPrefilled:F2} | {systemPrefills} | {decode:F1} | {Median(runs.Select(r => r.WallSeconds)):F1} | {runs.Max(r => r.PeakMegabytes):F0} | {oracle} |"));
+                    $"| {DisplayName(way)} | {ttft[0]:F0} | {ttft[^1]:F0} | {ttft[^1] / idealLast:F2} | {statelessLast / ttft[^1]:F1} | {prefilled} | {prefilled / idealPrefilled:F2} | {systemPrefills} | {decode:F1} | {Median(runs.Select(r => r.WallSeconds)):F1} | {runs.Max(r => r.PeakMegabytes):F0} | {oracle} |"));
             }
 
             md.AppendLine();
@@ -80,7 +80,7 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
             md.AppendLine("| --- |" + string.Concat(Enumerable.Repeat(" ---: |", turnCount)));
             foreach (var (_, way, runs) in group)
             {
-                md.AppendLine($"| {NameOf(way, runs)} | " + string.Join(" | ", MedianTtft(runs).Select(v => v.ToString("F0", Invariant))) + " |");
+                md.AppendLine($"| {DisplayName(way)} | " + string.Join(" | ", MedianTtft(runs).Select(v => v.ToString("F0", Invariant))) + " |");
             }
 
             md.AppendLine();
@@ -119,15 +119,21 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
             }),
             Indented);
 
-    private static string NameOf(string way, List<WorkloadRun> runs) => way switch
+    public static string DisplayName(string way) => way switch
     {
         "genai" => "GenAI client, stateless",
         "genai-caching" => "GenAI client, EnableCaching",
         "kvchat" => "KvChatClient (default, 4 sessions)",
         "kvchat-session-each" => "KvChatClient, 12 sessions",
+        "kvchat-no-memo" => "KvChatClient, replies re-encoded (no reply memo)",
         "ideal" => "ideal: raw generator, new tokens only",
         _ => way,
     };
+
+    private static string GenAiVersion()
+        => typeof(Microsoft.ML.OnnxRuntimeGenAI.Model).Assembly
+            .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion.Split('+')[0] ?? "unknown";
 
     private static string CpuName()
     {
@@ -142,12 +148,36 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
     }
 }
 
-/// <summary>The time-to-first-token chart.</summary>
+/// <summary>Time-to-first-token charts: one PNG per workload, a line per way.</summary>
 internal static class Chart
 {
-    public static void WriteTimeToFirstToken(Report report, string path)
+    public static IReadOnlyList<string> WriteTimeToFirstToken(Report report, string directory, string prefix)
     {
-        _ = report;
-        _ = path;
+        var written = new List<string>();
+        foreach (var group in report.Results.GroupBy(r => r.Workload.Number))
+        {
+            var plot = new ScottPlot.Plot();
+            foreach (var (_, way, runs) in group)
+            {
+                var ttft = Report.MedianTtft(runs);
+                var xs = Enumerable.Range(1, ttft.Length).Select(i => (double)i).ToArray();
+                var line = plot.Add.Scatter(xs, ttft);
+                line.LegendText = Report.DisplayName(way);
+                line.LineWidth = 2;
+                line.MarkerSize = 5;
+            }
+
+            var workload = group.First().Workload;
+            plot.Title($"Workload {workload.Number}: time to first token by turn");
+            plot.XLabel("turn");
+            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericFixedInterval(1);
+            plot.YLabel("time to first token (ms)");
+            plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
+            var path = Path.Combine(directory, $"{prefix}-workload{workload.Number}.png");
+            plot.SavePng(path, 900, 520);
+            written.Add(path);
+        }
+
+        return written;
     }
 }

@@ -120,7 +120,7 @@ internal static class WayFactory
     public static IEnumerable<string> Names(Workload workload)
         => workload.ManyConversations
             ? ["genai", "genai-caching", "kvchat", "kvchat-session-each", "ideal"]
-            : ["genai", "genai-caching", "kvchat", "ideal"];
+            : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "ideal"];
 
     public static IWay Create(string name, Model model, string modelPath, int context, Workload workload)
     {
@@ -135,16 +135,22 @@ internal static class WayFactory
                     deltas: true);
             case "kvchat":
             case "kvchat-session-each":
+            case "kvchat-no-memo":
                 var options = new KvChatClientOptions();
                 if (name == "kvchat-session-each")
                 {
                     options.MaxSessions = 12;
                 }
 
+                if (name == "kvchat-no-memo")
+                {
+                    options.ReplyMemoCapacity = 0;
+                }
+
                 var client = new KvChatClient(model, modelPath, options);
                 ReplyTrace? last = null;
                 client.Trace = trace => last = trace;
-                return new ChatClientWay(name == "kvchat" ? $"KvChatClient ({options.MaxSessions} sessions)" : "KvChatClient (12 sessions)", client, deltas: false, () => last);
+                return new ChatClientWay(name, client, deltas: false, () => last);
             case "ideal":
                 return new IdealWay(model, modelPath, context);
             default:
