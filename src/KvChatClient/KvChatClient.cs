@@ -126,6 +126,9 @@ public sealed class KvChatClient : IChatClient
     /// <summary>Test hook: called after every reply with its prompt, cached count, generated ids and the session's tokens.</summary>
     internal Action<ReplyTrace>? Trace { get; set; }
 
+    /// <summary>Test hook: called before each decode step with the session and the tokens generated so far (fault injection).</summary>
+    internal Action<KvSession, int>? DecodeStepHook { get; set; }
+
     /// <summary>Gets the number of tokens one session holds at most (prompt plus reply).</summary>
     public int ContextTokens => _contextTokens;
 
@@ -611,6 +614,7 @@ public sealed class KvChatClient : IChatClient
             while (generated.Count < limit)
             {
                 token.ThrowIfCancellationRequested();
+                DecodeStepHook?.Invoke(session, generated.Count);
                 session.ReadLastLogits(logits.AsSpan(0, vocab));
                 if (generated.Count == 0)
                 {
