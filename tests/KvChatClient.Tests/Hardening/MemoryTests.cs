@@ -5,6 +5,11 @@ using Xunit;
 
 namespace KvChat.Tests.Hardening;
 
+/// <summary>Runs alone: other tests' allocations would blur the process-wide measurements.</summary>
+[CollectionDefinition(nameof(MemoryTests), DisableParallelization = true)]
+public sealed class MemoryTestsCollection;
+
+[Collection(nameof(MemoryTests))]
 public sealed class MemoryTests
 {
     /// <summary>
