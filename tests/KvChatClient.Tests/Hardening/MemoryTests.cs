@@ -7,7 +7,7 @@ namespace KvChat.Tests.Hardening;
 
 /// <summary>Runs alone: other tests' allocations would blur the process-wide measurements.</summary>
 [CollectionDefinition(nameof(MemoryTests), DisableParallelization = true)]
-public sealed class MemoryTestsCollection;
+public sealed class MemoryTestsRunAlone;
 
 [Collection(nameof(MemoryTests))]
 public sealed class MemoryTests
