@@ -55,7 +55,12 @@ internal static class ConsoleChatApp
         {
             // One conversation at a time: one session. After /reset the next conversation finds the shared prefix
             // (the system message) in that session's KV cache.
-            client = new KvChatClient(modelPath, new KvChatClientOptions { MaxSessions = 1, ContextTokens = arguments.ContextTokens });
+            client = new KvChatClient(modelPath, new KvChatClientOptions
+            {
+                MaxSessions = 1,
+                ContextTokens = arguments.ContextTokens,
+                ModelId = arguments.ModelPath is null ? "kvchat-demo" : null,
+            });
         }
         catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException)
         {
