@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using KvChat.ModelKit;
+using Spectre.Console;
+
+namespace KvChat.ConsoleChat;
+
+/// <summary>
+/// The project's own demo model: random weights written by the model kit on first run into a cache folder named by a
+/// hash of its options, and reused after that. Its words mean nothing; it shows the cache at work with no download.
+/// </summary>
+internal static class DemoModel
+{
+    /// <summary>The environment variable that names the cache folder (before <c>XDG_CACHE_HOME</c> and <c>~/.cache</c>).</summary>
+    public const string CacheDirectoryVariable = "KVCHAT_CACHE_DIR";
+
+    /// <summary>
+    /// The default demo: hidden 256, 4 layers, 4 heads (2 KV heads), intermediate 1024, vocabulary 8000, context 2048.
+    /// About 6.1M parameters (23 MiB); written in well under a second, decodes at hundreds of tokens a second on one core.
+    /// </summary>
+    public static ModelKitOptions Small { get; } = ModelKitOptions.Tiny with
+    {
+        HiddenSize = 256,
+        NumLayers = 4,
+        NumHeads = 4,
+        NumKvHeads = 2,
+        IntermediateSize = 1024,
+        VocabSize = 8000,
+        ContextLength = 2048,
+    };
+
+    /// <summary>Checks a <c>--demo</c> value.</summary>
+    /// <exception cref="ArgumentException">The name is not a demo size.</exception>
+    public static string CheckSize(string name) =>
+        name is "small" or "tiny" ? name : throw new ArgumentException($"--demo takes 'small' or 'tiny', not '{name}'.");
+
+    /// <summary>Gets the model kit options of a demo size.</summary>
+    public static ModelKitOptions OptionsFor(string size) => size == "tiny" ? ModelKitOptions.Tiny : Small;
+
+    /// <summary>Gets the cache folder: the given one, else <c>$KVCHAT_CACHE_DIR</c>, else <c>$XDG_CACHE_HOME/kvchat</c>, else <c>~/.cache/kvchat</c>.</summary>
+    public static string CacheRoot(string? cacheDirectory)
+    {
+        if (!string.IsNullOrWhiteSpace(cacheDirectory))
+        {
+            return Path.GetFullPath(cacheDirectory);
+        }
+
+        if (Environment.GetEnvironmentVariable(CacheDirectoryVariable) is { Length: > 0 } own)
+        {
+            return Path.GetFullPath(own);
+        }
+
+        if (Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg)
+        {
+            return Path.Combine(xdg, "kvchat");
+        }
+
+        return OperatingSystem.IsWindows()
+            ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData), "kvchat")
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "kvchat");
+    }
+
+    /// <summary>
+    /// Gets the folder name of a demo model: <c>demo-model-</c> and a hash of its options and of the model kit build,
+    /// so a changed kit writes a new folder rather than reusing one it might no longer write the same way.
+    /// </summary>
+    public static string FolderName(ModelKitOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var key = options + "|" + typeof(ModelKit.ModelKit).Assembly.ManifestModule.ModuleVersionId.ToString("N");
+        return "demo-model-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)).AsSpan(0, 6));
+    }
+
+    /// <summary>Returns the demo model folder, writing it first (with a status line) when it is not there yet.</summary>
+    /// <returns>The folder, and how long writing took (<see langword="null"/> when it was reused).</returns>
+    public static async Task<(string Path, TimeSpan? Written)> EnsureAsync(IAnsiConsole console, ModelKitOptions options, string cacheRoot)
+    {
+        var directory = Path.Combine(cacheRoot, FolderName(options));
+        if (IsComplete(directory))
+        {
+            return (directory, null);
+        }
+
+        var stopwatch = Stopwatch.StartNew();
+        await console.Status().StartAsync(
+            $"Writing the demo model into [blue]{Markup.Escape(directory)}[/] (first run only)...",
+            _ => Task.Run(() => Write(options, directory)));
+        return (directory, stopwatch.Elapsed);
+    }
+
+    private static bool IsComplete(string directory) =>
+        ModelKit.ModelKit.FileNames.All(name => File.Exists(Path.Combine(directory, name)));
+
+    private static void Write(ModelKitOptions options, string directory)
+    {
+        // Write next to the final folder and move it into place, so an interrupted run leaves no half-written model.
+        var parent = Path.GetDirectoryName(directory)!;
+        Directory.CreateDirectory(parent);
+        var temporary = Path.Combine(parent, $"{Path.GetFileName(directory)}.tmp-{Guid.NewGuid():N}");
+        try
+        {
+            ModelKit.ModelKit.Write(options, temporary);
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true); // An incomplete folder from an older layout.
+            }
+
+            Directory.Move(temporary, directory);
+        }
+        catch (IOException) when (IsComplete(directory))
+        {
+            // Another run wrote it at the same time.
+        }
+        finally
+        {
+            if (Directory.Exists(temporary))
+            {
+                Directory.Delete(temporary, recursive: true);
+            }
+        }
+    }
+}

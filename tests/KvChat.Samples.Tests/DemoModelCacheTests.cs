@@ -1,0 +1,71 @@
+using KvChat.ConsoleChat;
+using KvChat.ModelKit;
+using Xunit;
+
+namespace KvChat.Samples.Tests;
+
+[CollectionDefinition(nameof(EnvironmentVariables), DisableParallelization = true)]
+public sealed class EnvironmentVariables;
+
+/// <summary>Where the demo model goes: these tests set process environment variables, so they run alone.</summary>
+[Collection(nameof(EnvironmentVariables))]
+public sealed class DemoModelCacheTests
+{
+    [Fact]
+    public async Task NoModel_CacheFolderFromTheEnvironment()
+    {
+        var cache = ConsoleChatTests.TemporaryDirectory();
+        using (new EnvironmentVariable(DemoModel.CacheDirectoryVariable, cache))
+        {
+            var (code, output) = await ConsoleChatTests.RunAsync(["--demo", "tiny", "--max-tokens", "4"], new StringReader("Hi\n"));
+
+            Assert.Equal(0, code);
+            Assert.Equal(DemoModel.FolderName(ModelKitOptions.Tiny), Path.GetFileName(Assert.Single(Directory.GetDirectories(cache))));
+            Assert.Single(ConsoleChatTests.CacheLines(output));
+        }
+    }
+
+    [Fact]
+    public void CacheRoot_OptionThenOwnVariableThenXdgThenHome()
+    {
+        var option = ConsoleChatTests.TemporaryDirectory();
+        var own = ConsoleChatTests.TemporaryDirectory();
+        var xdg = ConsoleChatTests.TemporaryDirectory();
+        using (new EnvironmentVariable("XDG_CACHE_HOME", xdg))
+        {
+            using (new EnvironmentVariable(DemoModel.CacheDirectoryVariable, own))
+            {
+                Assert.Equal(option, DemoModel.CacheRoot(option));
+                Assert.Equal(own, DemoModel.CacheRoot(null));
+            }
+
+            using (new EnvironmentVariable(DemoModel.CacheDirectoryVariable, null))
+            {
+                Assert.Equal(Path.Combine(xdg, "kvchat"), DemoModel.CacheRoot(null));
+            }
+        }
+    }
+
+    [Fact]
+    public void FolderName_DependsOnTheOptions()
+    {
+        Assert.StartsWith("demo-model-", DemoModel.FolderName(DemoModel.Small), StringComparison.Ordinal);
+        Assert.Equal(DemoModel.FolderName(DemoModel.Small), DemoModel.FolderName(DemoModel.Small with { }));
+        Assert.NotEqual(DemoModel.FolderName(DemoModel.Small), DemoModel.FolderName(DemoModel.Small with { Seed = 7 }));
+    }
+
+    private sealed class EnvironmentVariable : IDisposable
+    {
+        private readonly string _name;
+        private readonly string? _before;
+
+        public EnvironmentVariable(string name, string? value)
+        {
+            _name = name;
+            _before = Environment.GetEnvironmentVariable(name);
+            Environment.SetEnvironmentVariable(name, value);
+        }
+
+        public void Dispose() => Environment.SetEnvironmentVariable(_name, _before);
+    }
+}
