@@ -44,6 +44,7 @@ public sealed class KvChatClient : IChatClient
     private readonly int _contextTokens;
     private readonly Conversations? _conversations;
     private readonly ILogger _logger;
+    private readonly KvChatMetrics _metrics;
     private readonly CancellationTokenSource _disposeCts = new();
     private readonly ManualResetEventSlim _idle = new(true);
     private int _inFlight;
@@ -121,6 +122,11 @@ public sealed class KvChatClient : IChatClient
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
+        _metrics = new KvChatMetrics(_options.MeterFactory, _modelId, () =>
+        {
+            var pool = _pool.GetStatistics();
+            return (pool.Sessions, pool.BusySessions);
+        });
     }
 
     /// <summary>Test hook: called after every reply with its prompt, cached count, generated ids and the session's tokens.</summary>
@@ -185,18 +191,21 @@ public sealed class KvChatClient : IChatClient
                 {
                     try
                     {
+                        _metrics.RecordLease(lease.Evicted);
                         var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
                         lease.Session.Extend(keep, prompt.AsSpan(keep));
                         _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
                         _pool.Pin(lease);
                         lease.Release();
                         Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
+                        _metrics.RecordPrompt(0, prompt.Length - keep);
                         Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
                         return prompt.Length - keep;
                     }
                     catch
                     {
                         lease.Discard();
+                        _metrics.RecordDiscard();
                         throw;
                     }
                 },
@@ -250,6 +259,7 @@ public sealed class KvChatClient : IChatClient
 
         _disposeCts.Cancel();
         _idle.Wait();
+        _metrics.Dispose();
         _pool.Dispose();
         _tokenizer.Dispose();
         DisposeOwnedModel();
@@ -591,10 +601,12 @@ public sealed class KvChatClient : IChatClient
         {
             token.ThrowIfCancellationRequested();
             Log.CacheLookup(_logger, requestId, prompt.Length, keep, prompt.Length - keep, lease.IsHit, lease.Evicted);
+            _metrics.RecordLease(lease.Evicted);
             session.Prefill(prompt, keep);
             prefilled = true;
             Interlocked.Add(ref _cachedInputTokens, keep);
             Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
+            _metrics.RecordPrompt(keep, prompt.Length - keep);
 
             var sampler = new LogitSampler(request.Sampling, vocab);
             TokenizerStream stream;
@@ -676,6 +688,7 @@ public sealed class KvChatClient : IChatClient
 
             Interlocked.Add(ref _outputTokens, generated.Count);
             Log.ReplyFinished(_logger, requestId, generated.Count, finish.Value, firstTokenMs);
+            _metrics.RecordReply(generated.Count, firstTokenMs / 1000, Stopwatch.GetElapsedTime(started).TotalSeconds);
             var usage = new UsageDetails
             {
                 InputTokenCount = prompt.Length,
@@ -700,6 +713,7 @@ public sealed class KvChatClient : IChatClient
         catch (Exception e)
         {
             lease.Discard();
+            _metrics.RecordDiscard();
             Log.SessionDiscarded(_logger, requestId, e);
             writer.TryComplete(e is OnnxRuntimeGenAIException
                 ? new InvalidOperationException($"GenAI failed during the reply; the session was discarded: {e.Message}", e)

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 
 namespace KvChat;
@@ -21,6 +22,14 @@ public sealed class KvChatClientOptions
     private int _blockSize = 16;
     private int _maxConversations = 1024;
     private int _replyMemoCapacity = 1024;
+
+    /// <summary>
+    /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
+    /// dependency-injection registration (<c>services.AddKvChatClient(...)</c>) loads. The <see cref="KvChatClient"/>
+    /// constructors ignore it: their path argument wins.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    public string? ModelPath { get; set; }
 
     /// <summary>Gets or sets the number of sessions (one GenAI generator and its KV cache each) kept alive.</summary>
     /// <value>The default value is 4.</value>
@@ -148,6 +157,15 @@ public sealed class KvChatClientOptions
     /// <summary>Gets or sets the logger factory for the client's logs; <see langword="null"/> logs nothing.</summary>
     /// <value>The default value is <see langword="null"/>.</value>
     public ILoggerFactory? LoggerFactory { get; set; }
+
+    /// <summary>
+    /// Gets or sets the factory that creates the client's <see cref="Meter"/> (named <c>KvChat</c>; the
+    /// instruments are listed in <see cref="KvChatMetricNames"/>); <see langword="null"/> creates a meter the client
+    /// owns and disposes. The
+    /// dependency-injection registration takes the container's factory when this is <see langword="null"/>.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    public IMeterFactory? MeterFactory { get; set; }
 
     internal KvChatClientOptions Clone() => (KvChatClientOptions)MemberwiseClone();
 }
