@@ -76,8 +76,8 @@ public sealed partial class ReadmeTests
         Assert.True(first.Success, "README.md has no ```bash block");
         Assert.Equal(["dotnet run -c Release --project samples/KvChat.ConsoleChat", TestCommand], Lines(first.Groups[1].Value));
         Assert.Contains(TestCommand + " ", File.ReadAllText(Path.Combine(Root, ".ci", "run")), StringComparison.Ordinal);
-        Assert.Contains("<!-- DI quick start -->", readme, StringComparison.Ordinal);
-        Assert.Contains("<!-- Semantic Kernel quick start -->", readme, StringComparison.Ordinal);
+        Assert.Contains("services.AddKvChatClient(", readme, StringComparison.Ordinal);
+        Assert.Contains("Kernel.CreateBuilder().AddKvChatClient(", readme, StringComparison.Ordinal);
     }
 
     /// <summary>The lines of a block, right-trimmed, with no blank lines at either end.</summary>
