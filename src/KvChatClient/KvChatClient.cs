@@ -41,6 +41,7 @@ public sealed class KvChatClient : IChatClient
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
     private readonly HashSet<int> _eos;
+    private readonly ToolCallFormat? _toolFormat;
     private readonly int _contextTokens;
     private readonly Conversations? _conversations;
     private readonly ILogger _logger;
@@ -111,6 +112,7 @@ public sealed class KvChatClient : IChatClient
         }
 
         _eos = [.. folder.EosTokenIds];
+        _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
         _pool = new SessionPool<KvSession>(
@@ -352,6 +354,9 @@ public sealed class KvChatClient : IChatClient
     private sealed record Request(
         int[] Tokens,
         int IdentityLength,
+        string[]? ToolNames,
+        int[] ForcedTokens,
+        bool AllowMultipleToolCalls,
         IReadOnlyList<ChatMessage> Messages,
         ChatOptions? Options,
         SamplingSettings Sampling,
@@ -404,7 +409,45 @@ public sealed class KvChatClient : IChatClient
 
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
         EnsureFits(prompt.Tokens.Length, nameof(messages));
-        return new Request(prompt.Tokens, prompt.IdentityLength, list, options, sampling, maxOutput, stops, conversation, version);
+        var (toolNames, forced) = ToolsFrom(options);
+        return new Request(
+            prompt.Tokens, prompt.IdentityLength, toolNames, forced, options?.AllowMultipleToolCalls != false,
+            list, options, sampling, maxOutput, stops, conversation, version);
+    }
+
+    /// <summary>The offered tool names (null when no tool can be called) and the tokens a required call starts with.</summary>
+    private (string[]? Names, int[] Forced) ToolsFrom(ChatOptions? options)
+    {
+        var required = options?.ToolMode as RequiredChatToolMode;
+        if (options?.Tools is not { Count: > 0 } tools || options.ToolMode is NoneChatToolMode)
+        {
+            return required is null
+                ? (null, [])
+                : throw new ArgumentException("ChatOptions.ToolMode requires a tool call, but ChatOptions.Tools is empty.", nameof(options));
+        }
+
+        if (_toolFormat is null)
+        {
+            throw new NotSupportedException(
+                "ChatOptions.Tools were given, but the model's chat template uses no tool-call format KvChatClient recognises " +
+                "(Hermes/Qwen <tool_call>, Phi <|tool_call|>, Llama 3 JSON).");
+        }
+
+        var names = tools.OfType<AIFunctionDeclaration>().Select(t => t.Name).ToArray();
+        if (required is null)
+        {
+            return (names, []);
+        }
+
+        var name = required.RequiredFunctionName;
+        if (name is not null && !names.Contains(name, StringComparer.Ordinal))
+        {
+            throw new ArgumentException($"ChatOptions.ToolMode requires '{name}', which is not among ChatOptions.Tools.", nameof(options));
+        }
+
+        var prefix = _toolFormat.ForcedReplyPrefix(name)
+            ?? throw new NotSupportedException($"The {_toolFormat} tool-call format has no opening to force: ToolMode RequireAny/RequireSpecific cannot be honoured.");
+        return (names, _renderer.EncodeTemplateText(prefix));
     }
 
     private SamplingSettings SamplingFrom(ChatOptions? options)
@@ -448,11 +491,6 @@ public sealed class KvChatClient : IChatClient
             throw new NotSupportedException("ChatOptions.ResponseFormat JSON is not supported by KvChatClient yet.");
         }
 
-        if (options.Tools is { Count: > 0 } && options.ToolMode is RequiredChatToolMode)
-        {
-            throw new NotSupportedException("ChatOptions.ToolMode RequireAny/RequireSpecific is not supported by KvChatClient yet.");
-        }
-
         if (options.ModelId is { } modelId && !string.Equals(modelId, _modelId, StringComparison.Ordinal))
         {
             throw new ArgumentException($"ChatOptions.ModelId '{modelId}' is not this client's model '{_modelId}'.", nameof(options));
@@ -478,7 +516,7 @@ public sealed class KvChatClient : IChatClient
         }
     }
 
-    private readonly record struct Event(string? Text, ChatFinishReason? FinishReason, UsageDetails? Usage);
+    private readonly record struct Event(IReadOnlyList<AIContent>? Contents, ChatFinishReason? FinishReason, UsageDetails? Usage);
 
     private async IAsyncEnumerable<ChatResponseUpdate> StreamAsync(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -518,7 +556,7 @@ public sealed class KvChatClient : IChatClient
             var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
             var channel = Channel.CreateUnbounded<Event>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
             var requestId = Guid.NewGuid().ToString("N");
-            var reply = new StringBuilder();
+            var reply = new List<AIContent>();
             producer = Task.Run(() => Generate(requestId, prompt, request, lease, channel.Writer, reply, started, token), CancellationToken.None);
 
             var messageId = Guid.NewGuid().ToString("N");
@@ -535,9 +573,12 @@ public sealed class KvChatClient : IChatClient
                     ModelId = _modelId,
                     ConversationId = conversation?.Id,
                 };
-                if (e.Text is not null)
+                if (e.Contents is not null)
                 {
-                    update.Contents.Add(new TextContent(e.Text));
+                    foreach (var content in e.Contents)
+                    {
+                        update.Contents.Add(content);
+                    }
                 }
 
                 if (e.Usage is not null)
@@ -549,7 +590,7 @@ public sealed class KvChatClient : IChatClient
                         lock (conversation)
                         {
                             conversation.History.AddRange(request.Messages);
-                            conversation.History.Add(new ChatMessage(ChatRole.Assistant, reply.ToString()));
+                            conversation.History.Add(new ChatMessage(ChatRole.Assistant, MergeText(reply)));
                             conversation.Version++;
                         }
                     }
@@ -581,13 +622,63 @@ public sealed class KvChatClient : IChatClient
         }
     }
 
+    private static void Emit(ChannelWriter<Event> writer, List<AIContent> contents, List<AIContent> reply, StringBuilder text)
+    {
+        if (contents.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var content in contents)
+        {
+            if (content is TextContent t)
+            {
+                text.Append(t.Text);
+            }
+        }
+
+        reply.AddRange(contents);
+        writer.TryWrite(new Event([.. contents], null, null));
+        contents.Clear();
+    }
+
+    /// <summary>A reply's contents for history: adjacent text merged, calls kept in order.</summary>
+    private static List<AIContent> MergeText(List<AIContent> contents)
+    {
+        var merged = new List<AIContent>();
+        var text = new StringBuilder();
+        foreach (var content in contents)
+        {
+            if (content is TextContent t)
+            {
+                text.Append(t.Text);
+                continue;
+            }
+
+            if (text.Length > 0)
+            {
+                merged.Add(new TextContent(text.ToString()));
+                text.Clear();
+            }
+
+            merged.Add(content);
+        }
+
+        if (text.Length > 0 || merged.Count == 0)
+        {
+            merged.Add(new TextContent(text.ToString()));
+        }
+
+        return merged;
+    }
+
     private void Generate(
         string requestId,
         int[] prompt,
         Request request,
         SessionPool<KvSession>.Lease lease,
         ChannelWriter<Event> writer,
-        StringBuilder reply,
+        List<AIContent> reply,
         long started,
         CancellationToken token)
     {
@@ -616,11 +707,15 @@ public sealed class KvChatClient : IChatClient
             }
 
             using var streamScope = stream;
-            var matcher = request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null;
+            var pipeline = new ReplyTextPipeline(
+                request.ToolNames is null ? null : new ToolCallParser(_toolFormat!, request.ToolNames),
+                request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
+            var forced = request.ForcedTokens;
+            var contents = new List<AIContent>();
+            var text = new StringBuilder();
             var limit = Math.Min(request.MaxOutputTokens ?? int.MaxValue, _contextTokens - prompt.Length + 1);
             var generated = new List<int>();
             var finish = ChatFinishReason.Length;
-            var stoppedByString = false;
             var firstTokenMs = 0.0;
             float[]? promptLogits = null;
             while (generated.Count < limit)
@@ -633,13 +728,15 @@ public sealed class KvChatClient : IChatClient
                     promptLogits = Trace is null ? null : logits.AsSpan(0, vocab).ToArray();
                 }
 
-                var next = sampler.Next(logits.AsSpan(0, vocab));
+                // A required tool call starts with the format's opening (forced), then the model writes the rest.
+                var isForced = generated.Count < forced.Length;
+                var next = isForced ? forced[generated.Count] : sampler.Next(logits.AsSpan(0, vocab));
                 if (generated.Count == 0)
                 {
                     firstTokenMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
                 }
 
-                if (_eos.Contains(next))
+                if (!isForced && _eos.Contains(next))
                 {
                     finish = ChatFinishReason.Stop;
                     break;
@@ -647,22 +744,17 @@ public sealed class KvChatClient : IChatClient
 
                 generated.Add(next);
                 sampler.Accept(next);
-                var piece = stream.Decode(next);
-                var emit = piece;
-                if (matcher is not null && matcher.Append(piece, out emit))
-                {
-                    stoppedByString = true;
-                }
-
-                if (emit.Length > 0)
-                {
-                    reply.Append(emit);
-                    writer.TryWrite(new Event(emit, null, null));
-                }
-
-                if (stoppedByString)
+                var stopped = pipeline.Append(stream.Decode(next), contents);
+                Emit(writer, contents, reply, text);
+                if (stopped)
                 {
                     finish = ChatFinishReason.Stop;
+                    break;
+                }
+
+                if (!request.AllowMultipleToolCalls && pipeline.CallCount > 0)
+                {
+                    finish = ChatFinishReason.ToolCalls;
                     break;
                 }
 
@@ -672,18 +764,19 @@ public sealed class KvChatClient : IChatClient
                 }
             }
 
-            if (matcher is not null && !stoppedByString && matcher.Flush() is { Length: > 0 } rest)
+            pipeline.Complete(contents);
+            Emit(writer, contents, reply, text);
+            if (pipeline.CallCount > 0 && finish != ChatFinishReason.Length)
             {
-                reply.Append(rest);
-                writer.TryWrite(new Event(rest, null, null));
+                finish = ChatFinishReason.ToolCalls;
             }
 
             _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prompt.Length);
             Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits));
             lease.Release();
-            if (!stoppedByString)
+            if (!pipeline.StoppedByString && pipeline.CallCount == 0)
             {
-                _renderer.RememberReply(reply.ToString(), CollectionsMarshal.AsSpan(generated));
+                _renderer.RememberReply(text.ToString(), CollectionsMarshal.AsSpan(generated));
             }
 
             Interlocked.Add(ref _outputTokens, generated.Count);

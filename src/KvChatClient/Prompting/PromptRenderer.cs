@@ -234,7 +234,8 @@ internal sealed class PromptRenderer
         }
     }
 
-    private int[] EncodeTemplateText(string text)
+    /// <summary>Encodes text with its added-token strings as control tokens (template text, forced reply openings).</summary>
+    public int[] EncodeTemplateText(string text)
     {
         if (_templateSegments.TryGet(text, out var cached))
         {

@@ -74,19 +74,44 @@ internal sealed class ToolCallFormat
     /// Hermes / Qwen2.5: <c>&lt;tool_call&gt;\n{"name": ..., "arguments": {...}}\n&lt;/tool_call&gt;</c>, one block per
     /// call, several blocks in a reply, text allowed around them.
     /// </summary>
-    public static ToolCallFormat Hermes { get; } = new("hermes", [new("<tool_call>", "</tool_call>")], bareJsonReply: false);
+    public static ToolCallFormat Hermes { get; } = new("hermes", [new("<tool_call>", "</tool_call>")], bareJsonReply: false)
+    {
+        RequiredOpening = "<tool_call>\n{\"name\": \"",
+        ArgumentsKey = "arguments",
+    };
 
     /// <summary>
     /// Phi-4-mini: <c>&lt;|tool_call|&gt;[{"name": ..., "arguments": {...}}, ...]&lt;|/tool_call|&gt;</c>, a JSON array of
     /// calls in one block.
     /// </summary>
-    public static ToolCallFormat Phi { get; } = new("phi", [new("<|tool_call|>", "<|/tool_call|>")], bareJsonReply: false);
+    public static ToolCallFormat Phi { get; } = new("phi", [new("<|tool_call|>", "<|/tool_call|>")], bareJsonReply: false)
+    {
+        RequiredOpening = "<|tool_call|>[{\"name\": \"",
+        ArgumentsKey = "arguments",
+    };
 
     /// <summary>
     /// Llama 3.1 / 3.2 / 3.3: the whole reply is <c>{"name": ..., "parameters": {...}}</c> (also <c>"arguments"</c>),
     /// possibly after <c>&lt;|python_tag|&gt;</c> (which only reaches the text when special tokens are decoded).
     /// </summary>
-    public static ToolCallFormat Llama3 { get; } = new("llama3", [new("<|python_tag|>", null)], bareJsonReply: true);
+    public static ToolCallFormat Llama3 { get; } = new("llama3", [new("<|python_tag|>", null)], bareJsonReply: true)
+    {
+        RequiredOpening = "{\"name\": \"",
+        ArgumentsKey = "parameters",
+    };
+
+    /// <summary>
+    /// Gets the text a reply starts with when a tool call is required (<c>ToolMode.RequireAny</c>): the format's opening
+    /// up to the tool name, as the family's chat template renders a call; <see langword="null"/> when the format has none.
+    /// </summary>
+    public string? RequiredOpening { get; init; }
+
+    /// <summary>Gets the JSON key the family's template renders a call's arguments under.</summary>
+    public string ArgumentsKey { get; init; } = "arguments";
+
+    /// <summary>The forced start of a reply that must call a tool, or a specific one (<c>RequireSpecific</c>).</summary>
+    public string? ForcedReplyPrefix(string? toolName)
+        => RequiredOpening is null ? null : toolName is null ? RequiredOpening : $"{RequiredOpening}{toolName}\", \"{ArgumentsKey}\": ";
 
     /// <summary>Gets the format's short name.</summary>
     public string Name { get; }
