@@ -3,6 +3,8 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
@@ -356,6 +358,7 @@ public sealed class KvChatClient : IChatClient
         int IdentityLength,
         string[]? ToolNames,
         int[] ForcedTokens,
+        string? JsonSchema,
         bool AllowMultipleToolCalls,
         IReadOnlyList<ChatMessage> Messages,
         ChatOptions? Options,
@@ -410,9 +413,47 @@ public sealed class KvChatClient : IChatClient
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
+        var schema = GuidanceSchema(options, toolNames is not null);
         return new Request(
-            prompt.Tokens, prompt.IdentityLength, toolNames, forced, options?.AllowMultipleToolCalls != false,
+            prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
             list, options, sampling, maxOutput, stops, conversation, version);
+    }
+
+    /// <summary>
+    /// The JSON schema a structured reply is constrained to (GenAI guidance), or <see langword="null"/> for free text.
+    /// Whitespace is made strict, so replies are compact and short.
+    /// </summary>
+    private static string? GuidanceSchema(ChatOptions? options, bool toolsOffered)
+    {
+        if (options?.ResponseFormat is not ChatResponseFormatJson json)
+        {
+            return null;
+        }
+
+        if (toolsOffered)
+        {
+            throw new NotSupportedException("ChatOptions.ResponseFormat JSON together with tools is not supported: offer tools or ask for JSON, not both.");
+        }
+
+        if (options.FrequencyPenalty is not null and not 0 || options.PresencePenalty is not null and not 0)
+        {
+            throw new NotSupportedException("Frequency and presence penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
+        }
+
+        JsonObject schema;
+        try
+        {
+            schema = json.Schema is { ValueKind: JsonValueKind.Object } element
+                ? JsonNode.Parse(element.GetRawText())!.AsObject()
+                : new JsonObject { ["type"] = "object" };
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"ChatOptions.ResponseFormat's JSON schema cannot be read: {e.Message}", nameof(options), e);
+        }
+
+        schema.TryAdd("x-guidance", new JsonObject { ["whitespace_flexible"] = false });
+        return schema.ToJsonString();
     }
 
     /// <summary>The offered tool names (null when no tool can be called) and the tokens a required call starts with.</summary>
@@ -486,9 +527,9 @@ public sealed class KvChatClient : IChatClient
             return;
         }
 
-        if (options.ResponseFormat is not null and not ChatResponseFormatText)
+        if (options.ResponseFormat is not null and not ChatResponseFormatText and not ChatResponseFormatJson)
         {
-            throw new NotSupportedException("ChatOptions.ResponseFormat JSON is not supported by KvChatClient yet.");
+            throw new NotSupportedException($"ChatOptions.ResponseFormat {options.ResponseFormat.GetType().Name} is not supported.");
         }
 
         if (options.ModelId is { } modelId && !string.Equals(modelId, _modelId, StringComparison.Ordinal))
@@ -553,11 +594,18 @@ public sealed class KvChatClient : IChatClient
             }
 
             var started = Stopwatch.GetTimestamp();
-            var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
             var channel = Channel.CreateUnbounded<Event>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
             var requestId = Guid.NewGuid().ToString("N");
             var reply = new List<AIContent>();
-            producer = Task.Run(() => Generate(requestId, prompt, request, lease, channel.Writer, reply, started, token), CancellationToken.None);
+            if (request.JsonSchema is not null)
+            {
+                producer = Task.Run(() => GenerateStructured(requestId, prompt, request, channel.Writer, reply, started, token), CancellationToken.None);
+            }
+            else
+            {
+                var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
+                producer = Task.Run(() => Generate(requestId, prompt, request, lease, channel.Writer, reply, started, token), CancellationToken.None);
+            }
 
             var messageId = Guid.NewGuid().ToString("N");
             var created = DateTimeOffset.UtcNow;
@@ -670,6 +718,148 @@ public sealed class KvChatClient : IChatClient
         }
 
         return merged;
+    }
+
+    /// <summary>
+    /// A reply constrained to a JSON schema: GenAI guidance works only inside its own sampler and is fixed per generator,
+    /// so this runs on a temporary guided generator that prefills the whole prompt (the cached sessions are untouched;
+    /// the next turn reuses them and prefills the structured reply with the new message).
+    /// </summary>
+    private void GenerateStructured(
+        string requestId,
+        int[] prompt,
+        Request request,
+        ChannelWriter<Event> writer,
+        List<AIContent> reply,
+        long started,
+        CancellationToken token)
+    {
+        Interlocked.Increment(ref _requests);
+        try
+        {
+            token.ThrowIfCancellationRequested();
+            using var parameters = new GeneratorParams(_model);
+            parameters.SetSearchOption("max_length", _contextTokens);
+            var sampling = request.Sampling;
+            parameters.SetSearchOption("do_sample", !sampling.IsGreedy);
+            if (!sampling.IsGreedy)
+            {
+                parameters.SetSearchOption("temperature", sampling.Temperature);
+                parameters.SetSearchOption("top_p", sampling.TopP);
+                parameters.SetSearchOption("top_k", sampling.TopK);
+                if (sampling.Seed is { } seed)
+                {
+                    parameters.SetSearchOption("random_seed", seed % (1UL << 31));
+                }
+            }
+
+            parameters.SetGuidance("json_schema", request.JsonSchema!, false);
+            using var generator = new Generator(_model, parameters);
+            generator.AppendTokens(prompt);
+            Interlocked.Add(ref _prefilledInputTokens, prompt.Length);
+            _metrics.RecordPrompt(0, prompt.Length);
+            Log.CacheLookup(_logger, requestId, prompt.Length, 0, prompt.Length, false, false);
+
+            TokenizerStream stream;
+            lock (_tokenizerLock)
+            {
+                stream = _tokenizer.CreateStream();
+            }
+
+            using var streamScope = stream;
+            var pipeline = new ReplyTextPipeline(null, request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
+            var contents = new List<AIContent>();
+            var text = new StringBuilder();
+            var limit = Math.Min(request.MaxOutputTokens ?? int.MaxValue, _contextTokens - prompt.Length);
+            var output = 0;
+            var finish = ChatFinishReason.Length;
+            var firstTokenMs = 0.0;
+            while (output < limit && !generator.IsDone())
+            {
+                token.ThrowIfCancellationRequested();
+                var before = generator.TokenCount();
+                generator.GenerateNextToken();
+                if (output == 0)
+                {
+                    firstTokenMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                }
+
+                if (generator.TokenCount() == before)
+                {
+                    finish = ChatFinishReason.Stop; // End of sequence (the grammar is complete): not appended.
+                    break;
+                }
+
+                output++;
+                var stopped = pipeline.Append(stream.Decode(generator.GetSequence(0)[^1]), contents);
+                Emit(writer, contents, reply, text);
+                if (stopped)
+                {
+                    finish = ChatFinishReason.Stop;
+                    break;
+                }
+            }
+
+            if (finish == ChatFinishReason.Length && generator.IsDone() && output < limit)
+            {
+                finish = ChatFinishReason.Stop;
+            }
+
+            pipeline.Complete(contents);
+            Emit(writer, contents, reply, text);
+            if (finish == ChatFinishReason.Length)
+            {
+                throw new InvalidOperationException(
+                    $"The structured (JSON) reply was cut after {output} tokens, before its JSON ended: raise ChatOptions.MaxOutputTokens.");
+            }
+
+            if (!pipeline.StoppedByString)
+            {
+                EnsureJson(text.ToString());
+            }
+
+            Interlocked.Add(ref _outputTokens, output);
+            Log.ReplyFinished(_logger, requestId, output, finish.Value, firstTokenMs);
+            _metrics.RecordReply(output, firstTokenMs / 1000, Stopwatch.GetElapsedTime(started).TotalSeconds);
+            writer.TryWrite(new Event(null, finish, new UsageDetails
+            {
+                InputTokenCount = prompt.Length,
+                CachedInputTokenCount = 0,
+                OutputTokenCount = output,
+                TotalTokenCount = prompt.Length + output,
+                AdditionalCounts = new AdditionalPropertiesDictionary<long> { [KvChatUsage.PrefilledInputTokenCount] = prompt.Length },
+            }));
+            writer.TryComplete();
+        }
+        catch (OperationCanceledException e)
+        {
+            writer.TryComplete(e);
+        }
+        catch (OnnxRuntimeGenAIException e)
+        {
+            writer.TryComplete(new InvalidOperationException($"GenAI failed during a structured (JSON) reply: {e.Message}", e));
+        }
+        catch (Exception e)
+        {
+            writer.TryComplete(e);
+        }
+        finally
+        {
+            ExitCall();
+        }
+    }
+
+    private static void EnsureJson(string text)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(text);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidOperationException(
+                $"The model's structured reply is not valid JSON ({e.Message}): {(text.Length > 200 ? text[..200] + "..." : text)}", e);
+        }
     }
 
     private void Generate(

@@ -74,7 +74,7 @@ public sealed class ClientContractTests
         Assert.Throws<ArgumentException>(() => client.GetStreamingResponseAsync(Ask(), new ChatOptions { StopSequences = [""] }));
         Assert.Throws<ArgumentException>(() => client.GetStreamingResponseAsync(Ask("nul\0here")));
         Assert.Throws<ArgumentException>(() => client.GetStreamingResponseAsync(Ask(), new ChatOptions { ModelId = "other-model" }));
-        Assert.Throws<NotSupportedException>(() => client.GetStreamingResponseAsync(Ask(), new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
+        
         Assert.Throws<NotSupportedException>(() => client.GetStreamingResponseAsync(Ask(), new ChatOptions { ConversationId = "c1" }));
         var unknown = new ChatOptions { AdditionalProperties = new() { ["mystery_knob"] = 1 } };
         Assert.Contains("mystery_knob", Assert.Throws<NotSupportedException>(() => client.GetStreamingResponseAsync(Ask(), unknown)).Message, StringComparison.Ordinal);
