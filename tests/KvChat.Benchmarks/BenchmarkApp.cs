@@ -61,6 +61,12 @@ internal static class BenchmarkApp
         }
 
         var markdown = report.ToMarkdown();
+        if (settings.Workloads.Contains(5))
+        {
+            Console.WriteLine("== workload 5: agent loop");
+            markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
+        }
+
         Directory.CreateDirectory(settings.OutputDirectory);
         var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
         await File.WriteAllTextAsync(mdPath, markdown).ConfigureAwait(false);
@@ -120,7 +126,7 @@ internal sealed record BenchSettings(
             Value("--out") ?? (quick ? Path.Combine(root, ".artifacts", "benchmarks") : Path.Combine(root, "docs", "benchmarks")),
             Value("--cache") ?? Path.Combine(root, ".artifacts", "models"),
             int.Parse(Value("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture),
-            (Value("--workloads") ?? "1,2,3,4").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
+            (Value("--workloads") ?? "1,2,3,4,5").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
             quick ? 200 : 1000,
             quick ? 20 : 40,
             quick ? 12 : 32,

@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using KvChat.ModelKit;
+using Microsoft.Extensions.AI;
+using Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace KvChat.Benchmarks;
+
+/// <summary>
+/// Workload 5: a real three-step agent loop under <c>UseFunctionInvocation</c> on a scripted model of the benchmark's
+/// size (the model calls three tools, then answers). Per step: what KvChatClient prefilled, against a client that
+/// re-prefills the whole prompt (a fresh generator prefilling the same tokens), both timed in this run.
+/// </summary>
+internal static class AgentLoop
+{
+    private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
+
+    private static string Call(string name, string argument, string value)
+        => $"<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"{argument}\": \"{value}\"}}}}\n</tool_call>";
+
+    public static async Task<string> RunAsync(BenchSettings settings, string system)
+    {
+        var options = (settings.Quick ? ModelKitOptions.Tiny : ModelKitOptions.Bench) with
+        {
+            Script = "Paris is 18C and Rome 21C; it is noon in Rome.",
+            ScriptByMessageCount = new Dictionary<int, string>
+            {
+                [2] = Call("get_weather", "city", "Paris"),
+                [4] = Call("get_weather", "city", "Rome"),
+                [6] = Call("get_time", "zone", "Europe/Rome"),
+            },
+        };
+        var directory = Path.Combine(settings.CacheDirectory, settings.Quick ? "tiny-agent" : "bench-agent");
+        if (!File.Exists(Path.Combine(directory, "genai_config.json")))
+        {
+            ModelKit.ModelKit.Write(options, directory);
+        }
+
+        using var client = new KvChatClient(directory, new KvChatClientOptions { MaxSessions = 1 });
+        var traces = new List<(ReplyTrace Trace, double TtftMs)>();
+        var stopwatch = new Stopwatch();
+        client.Trace = trace => traces.Add((trace, 0));
+        var weather = AIFunctionFactory.Create((string city) => city == "Paris" ? "18C" : "21C", "get_weather", "Weather in a city.");
+        var time = AIFunctionFactory.Create((string zone) => "12:00", "get_time", "Time in a zone.");
+        using var agent = new ChatClientBuilder(client).UseFunctionInvocation().Build();
+
+        // Time to first token per step: the first streamed update of each model call.
+        var ttft = new List<double>();
+        var answer = new StringBuilder();
+        var stepStart = Stopwatch.StartNew();
+        var inStep = false;
+        await foreach (var update in agent.GetStreamingResponseAsync(
+            [new(ChatRole.System, system), new(ChatRole.User, "What is the weather in Paris and Rome, and the time in Rome?")],
+            new ChatOptions { Tools = [weather, time] }).ConfigureAwait(false))
+        {
+            if (update.Role == ChatRole.Tool)
+            {
+                inStep = false;
+                stepStart.Restart();
+                continue;
+            }
+
+            if (!inStep && (update.Contents.Any(c => c is TextContent or FunctionCallContent)))
+            {
+                ttft.Add(stepStart.Elapsed.TotalMilliseconds);
+                inStep = true;
+            }
+
+            if (update.Role == ChatRole.Assistant)
+            {
+                answer.Append(update.Text);
+            }
+        }
+
+        // The baseline: a fresh generator prefilling each step's whole prompt (what a client without a KV cache does).
+        var model = (Model)client.GetService(typeof(Model))!;
+        var fresh = new List<double>();
+        foreach (var (trace, _) in traces)
+        {
+            using var parameters = new GeneratorParams(model);
+            using var generator = new Generator(model, parameters);
+            var watch = Stopwatch.StartNew();
+            generator.AppendTokens(trace.Prompt);
+            generator.GenerateNextToken();
+            fresh.Add(watch.Elapsed.TotalMilliseconds);
+        }
+
+        var md = new StringBuilder();
+        md.AppendLine("## Workload 5: a three-step agent loop under UseFunctionInvocation (scripted model of the same size)");
+        md.AppendLine();
+        md.AppendLine(string.Create(Invariant, $"The model calls `get_weather` twice and `get_time` once, then answers: \"{answer.ToString().Trim()}\"."));
+        md.AppendLine();
+        md.AppendLine("| step | prompt tokens | KvChatClient cached | KvChatClient prefilled | re-prefill-everything prefilled | KvChatClient TTFT ms | fresh prefill TTFT ms |");
+        md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (var i = 0; i < traces.Count; i++)
+        {
+            var t = traces[i].Trace;
+            md.AppendLine(string.Create(Invariant,
+                $"| {i + 1} | {t.Prompt.Length} | {t.Cached} | {t.Prompt.Length - t.Cached} | {t.Prompt.Length} | {(i < ttft.Count ? ttft[i] : double.NaN):F0} | {fresh[i]:F0} |"));
+        }
+
+        md.AppendLine();
+        md.AppendLine(string.Create(Invariant,
+            $"Total prefilled: KvChatClient {traces.Sum(t => t.Trace.Prompt.Length - t.Trace.Cached)}, re-prefill-everything {traces.Sum(t => t.Trace.Prompt.Length)}."));
+        md.AppendLine();
+        Console.WriteLine(md);
+        return md.ToString();
+    }
+}
