@@ -1,0 +1,232 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace KvChat;
+
+// KvChatClient, part 2 of 3: how a request becomes a prompt and settings (eager validation of messages and options).
+public sealed partial class KvChatClient
+{
+    private void EnsureFits(int promptTokens, string parameterName)
+    {
+        if (promptTokens > _contextTokens)
+        {
+            throw new ArgumentException(
+                $"The prompt has {promptTokens} tokens; a session holds at most {_contextTokens} (KvChatClientOptions.ContextTokens).",
+                parameterName);
+        }
+    }
+
+    private sealed record Request(
+        int[] Tokens,
+        int IdentityLength,
+        string[]? ToolNames,
+        int[] ForcedTokens,
+        string? JsonSchema,
+        bool AllowMultipleToolCalls,
+        IReadOnlyList<ChatMessage> Messages,
+        ChatOptions? Options,
+        SamplingSettings Sampling,
+        int? MaxOutputTokens,
+        IReadOnlyList<string> StopSequences,
+        Conversations.Conversation? Conversation,
+        int ConversationVersion);
+
+    private Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(messages);
+        var list = messages as IReadOnlyList<ChatMessage> ?? [.. messages];
+        var sampling = SamplingFrom(options);
+        var maxOutput = options?.MaxOutputTokens;
+        if (maxOutput is <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), maxOutput, "ChatOptions.MaxOutputTokens must be positive.");
+        }
+
+        var stops = options?.StopSequences is { Count: > 0 } s ? [.. s] : Array.Empty<string>();
+        foreach (var stop in stops)
+        {
+            if (string.IsNullOrEmpty(stop))
+            {
+                throw new ArgumentException("ChatOptions.StopSequences holds a null or empty string.", nameof(options));
+            }
+        }
+
+        ValidateUnsupported(options);
+
+        Conversations.Conversation? conversation = null;
+        var version = 0;
+        var full = list;
+        if (options?.ConversationId is { } id)
+        {
+            if (_conversations is null)
+            {
+                throw new NotSupportedException(
+                    "ChatOptions.ConversationId was set, but KvChatClientOptions.EnableConversationIds is off: send the whole history instead.");
+            }
+
+            conversation = _conversations.Get(id);
+            lock (conversation)
+            {
+                version = conversation.Version;
+                full = [.. conversation.History, .. list];
+            }
+        }
+
+        var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
+        EnsureFits(prompt.Tokens.Length, nameof(messages));
+        var (toolNames, forced) = ToolsFrom(options);
+        var schema = GuidanceSchema(options, toolNames is not null);
+        return new Request(
+            prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
+            list, options, sampling, maxOutput, stops, conversation, version);
+    }
+
+    /// <summary>
+    /// The JSON schema a structured reply is constrained to (GenAI guidance), or <see langword="null"/> for free text.
+    /// Whitespace is made strict, so replies are compact and short.
+    /// </summary>
+    private static string? GuidanceSchema(ChatOptions? options, bool toolsOffered)
+    {
+        if (options?.ResponseFormat is not ChatResponseFormatJson json)
+        {
+            return null;
+        }
+
+        if (toolsOffered)
+        {
+            throw new NotSupportedException("ChatOptions.ResponseFormat JSON together with tools is not supported: offer tools or ask for JSON, not both.");
+        }
+
+        if (options.FrequencyPenalty is not null and not 0 || options.PresencePenalty is not null and not 0)
+        {
+            throw new NotSupportedException("Frequency and presence penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
+        }
+
+        JsonObject schema;
+        try
+        {
+            schema = json.Schema is { ValueKind: JsonValueKind.Object } element
+                ? JsonNode.Parse(element.GetRawText())!.AsObject()
+                : new JsonObject { ["type"] = "object" };
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"ChatOptions.ResponseFormat's JSON schema cannot be read: {e.Message}", nameof(options), e);
+        }
+
+        schema.TryAdd("x-guidance", new JsonObject { ["whitespace_flexible"] = false });
+        return schema.ToJsonString();
+    }
+
+    /// <summary>The offered tool names (null when no tool can be called) and the tokens a required call starts with.</summary>
+    private (string[]? Names, int[] Forced) ToolsFrom(ChatOptions? options)
+    {
+        var required = options?.ToolMode as RequiredChatToolMode;
+        if (options?.Tools is not { Count: > 0 } tools || options.ToolMode is NoneChatToolMode)
+        {
+            return required is null
+                ? (null, [])
+                : throw new ArgumentException("ChatOptions.ToolMode requires a tool call, but ChatOptions.Tools is empty.", nameof(options));
+        }
+
+        if (_toolFormat is null)
+        {
+            throw new NotSupportedException(
+                "ChatOptions.Tools were given, but the model's chat template uses no tool-call format KvChatClient recognises " +
+                "(Hermes/Qwen <tool_call>, Phi <|tool_call|>, Llama 3 JSON).");
+        }
+
+        var names = tools.OfType<AIFunctionDeclaration>().Select(t => t.Name).ToArray();
+        if (required is null)
+        {
+            return (names, []);
+        }
+
+        var name = required.RequiredFunctionName;
+        if (name is not null && !names.Contains(name, StringComparer.Ordinal))
+        {
+            throw new ArgumentException($"ChatOptions.ToolMode requires '{name}', which is not among ChatOptions.Tools.", nameof(options));
+        }
+
+        var prefix = _toolFormat.ForcedReplyPrefix(name)
+            ?? throw new NotSupportedException($"The {_toolFormat} tool-call format has no opening to force: ToolMode RequireAny/RequireSpecific cannot be honoured.");
+        return (names, _renderer.EncodeTemplateText(prefix));
+    }
+
+    private SamplingSettings SamplingFrom(ChatOptions? options)
+    {
+        var temperature = options?.Temperature ?? (_folder.DoSample ? _folder.Temperature : 0f);
+        var topP = options?.TopP ?? (_folder.DoSample ? _folder.TopP : 1f);
+        var topK = options?.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
+        if (options?.TopK is <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.TopK, "ChatOptions.TopK must be positive.");
+        }
+
+        var settings = new SamplingSettings(
+            temperature,
+            topP,
+            topK,
+            options?.FrequencyPenalty ?? 0f,
+            options?.PresencePenalty ?? 0f,
+            options?.Seed is { } seed ? unchecked((ulong)seed) : null);
+        try
+        {
+            settings.Validate();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), e.ActualValue, "ChatOptions." + e.Message);
+        }
+
+        return settings;
+    }
+
+    private void ValidateUnsupported(ChatOptions? options)
+    {
+        if (options is null)
+        {
+            return;
+        }
+
+        if (options.ResponseFormat is not null and not ChatResponseFormatText and not ChatResponseFormatJson)
+        {
+            throw new NotSupportedException($"ChatOptions.ResponseFormat {options.ResponseFormat.GetType().Name} is not supported.");
+        }
+
+        if (options.ModelId is { } modelId && !string.Equals(modelId, _modelId, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"ChatOptions.ModelId '{modelId}' is not this client's model '{_modelId}'.", nameof(options));
+        }
+
+        if (options.RawRepresentationFactory?.Invoke(this) is { } raw)
+        {
+            throw new NotSupportedException($"ChatOptions.RawRepresentationFactory returned a {raw.GetType().Name}; KvChatClient takes no raw options.");
+        }
+
+        if (options.AdditionalProperties is { Count: > 0 } additional)
+        {
+            foreach (var key in additional.Keys)
+            {
+                if (_options.RejectUnknownAdditionalProperties)
+                {
+                    throw new NotSupportedException(
+                        $"ChatOptions.AdditionalProperties key '{key}' is not known to KvChatClient (set KvChatClientOptions.RejectUnknownAdditionalProperties to false to log it instead).");
+                }
+
+                Log.UnknownAdditionalProperty(_logger, key);
+            }
+        }
+    }
+}
