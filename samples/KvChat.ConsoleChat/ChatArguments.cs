@@ -1,4 +1,5 @@
 using System.Globalization;
+using KvChat.Samples;
 
 namespace KvChat.ConsoleChat;
 

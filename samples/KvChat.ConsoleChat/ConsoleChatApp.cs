@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using KvChat.Samples;
 using Microsoft.Extensions.AI;
 using Spectre.Console;
 
@@ -59,7 +60,7 @@ internal static class ConsoleChatApp
             {
                 MaxSessions = 1,
                 ContextTokens = arguments.ContextTokens,
-                ModelId = arguments.ModelPath is null ? "kvchat-demo" : null,
+                ModelId = arguments.ModelPath is null ? DemoModel.ModelId : null,
             });
         }
         catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException)
@@ -79,18 +80,18 @@ internal static class ConsoleChatApp
     private static async Task<string> PrepareDemoModelAsync(IAnsiConsole console, ChatArguments arguments)
     {
         var options = DemoModel.OptionsFor(arguments.DemoSize);
-        var (path, written) = await DemoModel.EnsureAsync(console, options, DemoModel.CacheRoot(arguments.CacheDirectory));
-        var where = written is { } elapsed
-            ? string.Create(CultureInfo.InvariantCulture, $"written in {elapsed.TotalSeconds:F1} s to")
-            : "reused from";
-        console.MarkupLine($"[yellow]Demo model[/] ({Dimensions(options)}), {where} [blue]{Markup.Escape(path)}[/]");
+        var root = DemoModel.CacheRoot(arguments.CacheDirectory);
+        var directory = DemoModel.PathFor(options, root);
+        var (path, written) = DemoModel.IsComplete(directory)
+            ? (directory, null)
+            : await console.Status().StartAsync(
+                $"Writing the demo model into [blue]{Markup.Escape(directory)}[/] (first run only)...",
+                _ => Task.Run(() => DemoModel.Ensure(options, root)));
+        console.MarkupLine($"[yellow]Demo model[/] ({DemoModel.Dimensions(options)}), {DemoModel.Origin(written)} [blue]{Markup.Escape(path)}[/]");
         console.MarkupLine("[yellow]Its weights are random, so its words mean nothing.[/] Watch the cache line under each reply; "
             + "run with [bold]--model PATH[/] for a real model.");
         return path;
     }
-
-    private static string Dimensions(ModelKit.ModelKitOptions o) => string.Create(CultureInfo.InvariantCulture,
-        $"hidden {o.HiddenSize}, {o.NumLayers} layers, {o.NumHeads} heads, {o.NumKvHeads} KV heads, vocabulary {o.VocabSize}");
 
     private static void WriteHeader(IAnsiConsole console, KvChatClient client, bool interactive)
     {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using KvChat.ConsoleChat;
 using KvChat.ModelKit;
+using KvChat.Samples;
 using KvChat.Testing;
 using Spectre.Console.Testing;
 using Xunit;

@@ -1,5 +1,6 @@
 using KvChat.ConsoleChat;
 using KvChat.ModelKit;
+using KvChat.Samples;
 using Xunit;
 
 namespace KvChat.Samples.Tests;

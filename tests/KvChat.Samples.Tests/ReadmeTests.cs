@@ -7,8 +7,8 @@ using Xunit;
 namespace KvChat.Samples.Tests;
 
 /// <summary>
-/// The README's code cannot rot: its quick start is the code below (run on a kit model), and its test command is the
-/// one <c>.ci/run</c> runs. Runs alone: it redirects <see cref="Console.Out"/>.
+/// The README's code cannot rot: its quick start is the code below (run on a kit model), its other C# blocks are the
+/// samples' code, and its test command is the one <c>.ci/run</c> runs. Runs alone: it redirects <see cref="Console.Out"/>.
 /// </summary>
 [Collection(nameof(EnvironmentVariables))]
 public sealed partial class ReadmeTests
@@ -52,20 +52,40 @@ public sealed partial class ReadmeTests
         Assert.True(cached[1] > 0, output.ToString());
     }
 
-    [Fact]
-    public void QuickStart_IsTheReadmesCode()
+    /// <summary>
+    /// Each C# block of the README is code that compiles and runs: the quick start is in this file (run above), the
+    /// dependency-injection block in the hosting sample and the Semantic Kernel block in its sample (both run by their
+    /// tests). The block's lines, using directives aside, are the region's; its using directives are the file's (or
+    /// name a namespace the file is in).
+    /// </summary>
+    [Theory]
+    [InlineData("using var client = new KvChatClient(modelPath);", "tests/KvChat.Samples.Tests/ReadmeTests.cs", "README quick start")]
+    [InlineData("builder.Services.AddKvChatClient(", "samples/KvChat.HostingSample/HostingApp.cs", "README dependency injection")]
+    [InlineData("Kernel.CreateBuilder().AddKvChatClient(", "samples/KvChat.SemanticKernelSample/SemanticKernelChat.cs", "README Semantic Kernel")]
+    public void CSharpBlock_IsTheCodeOfAProjectThatBuilds(string blockHolds, string sourcePath, string region)
     {
         var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");
-        var block = CSharpBlock().Match(readme);
-        Assert.True(block.Success, "README.md has no ```csharp block");
-        var fromReadme = Lines(string.Join('\n', block.Groups[1].Value.Split('\n').Where(l => !UsingDirective().IsMatch(l))));
+        var block = Assert.Single(CSharpBlock().Matches(readme), b => b.Groups[1].Value.Contains(blockHolds, StringComparison.Ordinal)).Groups[1].Value;
+        var fromReadme = Lines(string.Join('\n', block.Split('\n').Where(l => !UsingDirective().IsMatch(l))));
 
-        var source = File.ReadAllText(Path.Combine(Root, "tests", "KvChat.Samples.Tests", "ReadmeTests.cs")).ReplaceLineEndings("\n");
-        var region = source[(source.IndexOf("// README quick start: begin\n", StringComparison.Ordinal) + 29)..source.IndexOf("// README quick start: end", StringComparison.Ordinal)];
-        var indent = region.Split('\n').Where(l => l.Trim().Length > 0).Min(l => l.Length - l.TrimStart().Length);
-        var fromTest = Lines(string.Join('\n', region.Split('\n').Select(l => l.Length >= indent ? l[indent..] : l.TrimStart())));
+        var source = File.ReadAllText(Path.Combine(Root, sourcePath)).ReplaceLineEndings("\n");
+        var begin = $"// {region}: begin\n";
+        var from = source.IndexOf(begin, StringComparison.Ordinal);
+        var to = source.IndexOf($"// {region}: end", StringComparison.Ordinal);
+        Assert.True(from >= 0 && to > from, $"{sourcePath} has no region '{region}'");
+        var lines = source[(from + begin.Length)..to].Split('\n');
+        var indent = lines.Where(l => l.Trim().Length > 0).Min(l => l.Length - l.TrimStart().Length);
+        var fromSource = Lines(string.Join('\n', lines.Select(l => l.Length >= indent ? l[indent..] : l.TrimStart())));
+        Assert.Equal(fromSource, fromReadme);
 
-        Assert.Equal(fromTest, fromReadme);
+        var fileNamespace = FileNamespace().Match(source).Groups[1].Value;
+        foreach (var directive in block.Split('\n').Where(l => UsingDirective().IsMatch(l)))
+        {
+            var name = directive["using ".Length..^1];
+            Assert.True(
+                source.Contains(directive + "\n", StringComparison.Ordinal) || fileNamespace.StartsWith(name + ".", StringComparison.Ordinal),
+                $"README's '{directive}' is not in {sourcePath}");
+        }
     }
 
     [Fact]
@@ -92,6 +112,9 @@ public sealed partial class ReadmeTests
 
     [GeneratedRegex(@"^using [A-Za-z0-9_.]+;$")]
     private static partial Regex UsingDirective();
+
+    [GeneratedRegex(@"^namespace ([A-Za-z0-9_.]+);$", RegexOptions.Multiline)]
+    private static partial Regex FileNamespace();
 
     [GeneratedRegex(@"^cached (\d+) of \d+ prompt tokens$", RegexOptions.Multiline)]
     private static partial Regex CachedLine();

@@ -1,19 +1,23 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using KvChat.ModelKit;
-using Spectre.Console;
 
-namespace KvChat.ConsoleChat;
+namespace KvChat.Samples;
 
 /// <summary>
 /// The project's own demo model: random weights written by the model kit on first run into a cache folder named by a
 /// hash of its options, and reused after that. Its words mean nothing; it shows the cache at work with no download.
+/// Every sample uses it when no model folder is given.
 /// </summary>
-internal static class DemoModel
+public static class DemoModel
 {
     /// <summary>The environment variable that names the cache folder (before <c>XDG_CACHE_HOME</c> and <c>~/.cache</c>).</summary>
     public const string CacheDirectoryVariable = "KVCHAT_CACHE_DIR";
+
+    /// <summary>The model id the samples give the demo model.</summary>
+    public const string ModelId = "kvchat-demo";
 
     /// <summary>
     /// The default demo: hidden 256, 4 layers, 4 heads (2 KV heads), intermediate 1024, vocabulary 8000, context 2048.
@@ -30,7 +34,7 @@ internal static class DemoModel
         ContextLength = 2048,
     };
 
-    /// <summary>Checks a <c>--demo</c> value.</summary>
+    /// <summary>Checks a demo size name (<c>--demo</c>).</summary>
     /// <exception cref="ArgumentException">The name is not a demo size.</exception>
     public static string CheckSize(string name) =>
         name is "small" or "tiny" ? name : throw new ArgumentException($"--demo takes 'small' or 'tiny', not '{name}'.");
@@ -72,25 +76,40 @@ internal static class DemoModel
         return "demo-model-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)).AsSpan(0, 6));
     }
 
-    /// <summary>Returns the demo model folder, writing it first (with a status line) when it is not there yet.</summary>
+    /// <summary>Gets the folder a demo model is kept in under <paramref name="cacheRoot"/>.</summary>
+    public static string PathFor(ModelKitOptions options, string cacheRoot) => Path.Combine(cacheRoot, FolderName(options));
+
+    /// <summary>Gets whether <paramref name="directory"/> holds every file of a model kit model.</summary>
+    public static bool IsComplete(string directory) =>
+        ModelKit.ModelKit.FileNames.All(name => File.Exists(Path.Combine(directory, name)));
+
+    /// <summary>Returns the demo model folder, writing it first when it is not there yet.</summary>
     /// <returns>The folder, and how long writing took (<see langword="null"/> when it was reused).</returns>
-    public static async Task<(string Path, TimeSpan? Written)> EnsureAsync(IAnsiConsole console, ModelKitOptions options, string cacheRoot)
+    public static (string Path, TimeSpan? Written) Ensure(ModelKitOptions options, string cacheRoot)
     {
-        var directory = Path.Combine(cacheRoot, FolderName(options));
+        var directory = PathFor(options, cacheRoot);
         if (IsComplete(directory))
         {
             return (directory, null);
         }
 
         var stopwatch = Stopwatch.StartNew();
-        await console.Status().StartAsync(
-            $"Writing the demo model into [blue]{Markup.Escape(directory)}[/] (first run only)...",
-            _ => Task.Run(() => Write(options, directory)));
+        Write(options, directory);
         return (directory, stopwatch.Elapsed);
     }
 
-    private static bool IsComplete(string directory) =>
-        ModelKit.ModelKit.FileNames.All(name => File.Exists(Path.Combine(directory, name)));
+    /// <summary>Describes a demo model's shape, e.g. <c>hidden 256, 4 layers, 4 heads, 2 KV heads, vocabulary 8000</c>.</summary>
+    public static string Dimensions(ModelKitOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return string.Create(CultureInfo.InvariantCulture,
+            $"hidden {options.HiddenSize}, {options.NumLayers} layers, {options.NumHeads} heads, {options.NumKvHeads} KV heads, vocabulary {options.VocabSize}");
+    }
+
+    /// <summary>Says where a demo model came from: <c>written in 0.2 s to</c> or <c>reused from</c>.</summary>
+    public static string Origin(TimeSpan? written) => written is { } elapsed
+        ? string.Create(CultureInfo.InvariantCulture, $"written in {elapsed.TotalSeconds:F1} s to")
+        : "reused from";
 
     private static void Write(ModelKitOptions options, string directory)
     {

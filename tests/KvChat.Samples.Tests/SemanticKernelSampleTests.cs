@@ -1,0 +1,127 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using KvChat.ModelKit;
+using KvChat.SemanticKernelSample;
+using KvChat.Testing;
+using Xunit;
+
+namespace KvChat.Samples.Tests;
+
+/// <summary>
+/// Runs the Semantic Kernel sample end to end. Runs alone: the sample writes to <see cref="Console.Out"/>, which these
+/// tests redirect.
+/// </summary>
+[Collection(nameof(EnvironmentVariables))]
+public sealed partial class SemanticKernelSampleTests
+{
+    private static string Call(string name, string argument, int value)
+        => $"<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"{argument}\": {value}}}}}\n</tool_call>";
+
+    /// <summary>
+    /// A model that answers the default script as a real one would: turn 1 calls units_celsius_to_fahrenheit, turn 2
+    /// units_kilometres_to_miles, each then answering from the result; turn 3 answers directly.
+    /// </summary>
+    private static string UnitsModel => TestModels.PathOf(ModelKitOptions.Tiny with
+    {
+        Script = "The run in miles is larger than nothing; 69.8 is larger.",
+        ScriptByMessageCount = new Dictionary<int, string>
+        {
+            [2] = Call("units_celsius_to_fahrenheit", "celsius", 21),
+            [4] = "21 C is 69.8 F.",
+            [6] = Call("units_kilometres_to_miles", "kilometres", 42),
+            [8] = "42 km is 26.1 miles.",
+        },
+    });
+
+    [Fact]
+    public async Task DefaultScript_OnAModelThatCallsThePlugin_CallsBothFunctionsAndTurnTwoComesFromTheCache()
+    {
+        var (code, output) = await RunAsync(["--model", UnitsModel]);
+        TestContext.Current.TestOutputHelper!.WriteLine(output);
+
+        Assert.Equal(0, code);
+        Assert.Contains("tool> units.celsius_to_fahrenheit(celsius: 21) = 69.8", output, StringComparison.Ordinal);
+        Assert.Contains("tool> units.kilometres_to_miles(kilometres: 42) = 26.1", output, StringComparison.Ordinal);
+        Assert.Contains("assistant> 21 C is 69.8 F.", output, StringComparison.Ordinal);
+        Assert.Contains("assistant> 42 km is 26.1 miles.", output, StringComparison.Ordinal);
+        var turns = CacheLines(output);
+        Assert.Equal([1, 2, 3], turns.Select(t => t.Turn));
+        Assert.True(turns[1].Cached > 0, output);
+        Assert.True(turns[2].Cached > turns[2].Prefilled, output);
+        Assert.All(turns, t => Assert.Equal(t.Input, t.Cached + t.Prefilled));
+        Assert.DoesNotContain("error:", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task NoModel_RunsOnTheDemoModel_SaysItWillNotCallTools()
+    {
+        var cache = ConsoleChatTests.TemporaryDirectory();
+        var (code, output) = await RunAsync(["--demo", "tiny", "--cache-dir", cache, "--max-tokens", "8"]);
+
+        Assert.Equal(0, code);
+        Assert.Contains("will not call the units plugin's functions sensibly", output, StringComparison.Ordinal);
+        var turns = CacheLines(output);
+        Assert.Equal(3, turns.Count);
+        Assert.True(turns[1].Cached > 0, output);
+    }
+
+    [Fact]
+    public async Task Script_OneQuestionALine()
+    {
+        var script = Path.Combine(ConsoleChatTests.TemporaryDirectory(), "script.txt");
+        await File.WriteAllTextAsync(script, "How warm is 21 degrees Celsius in Fahrenheit?\n\n", TestContext.Current.CancellationToken);
+        var (code, output) = await RunAsync(["--model", UnitsModel, "--script", script]);
+
+        Assert.Equal(0, code);
+        Assert.Single(CacheLines(output));
+        Assert.Contains("assistant> 21 C is 69.8 F.", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--max-tokens", "0")]
+    [InlineData("--demo", "huge")]
+    [InlineData("--no-such-option", "1")]
+    [InlineData("--script", "/no/such/file.txt")]
+    public async Task BadArguments_ExitTwo(string name, string value)
+    {
+        var (code, output) = await RunAsync([name, value]);
+
+        Assert.Equal(2, code);
+        Assert.Contains("Usage:", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task MissingModelFolder_ExitsOneAndSaysWhy()
+    {
+        var (code, output) = await RunAsync(["--model", Path.Combine(ConsoleChatTests.TemporaryDirectory(), "nothing-here")]);
+
+        Assert.Equal(1, code);
+        Assert.Contains("nothing-here", output, StringComparison.Ordinal);
+    }
+
+    private static async Task<(int Code, string Output)> RunAsync(string[] args)
+    {
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            var code = await SemanticKernelChat.RunAsync(args);
+            return (code, output.ToString());
+        }
+        finally
+        {
+            Console.SetOut(console);
+        }
+    }
+
+    private static List<(int Turn, long Input, long Cached, long Prefilled)> CacheLines(string output) =>
+        [.. CacheLine().Matches(output).Select(m => (
+            int.Parse(m.Groups["turn"].Value, CultureInfo.InvariantCulture),
+            long.Parse(m.Groups["input"].Value, CultureInfo.InvariantCulture),
+            long.Parse(m.Groups["cached"].Value, CultureInfo.InvariantCulture),
+            long.Parse(m.Groups["prefilled"].Value, CultureInfo.InvariantCulture)))];
+
+    [GeneratedRegex(@"^\[(?<turn>\d+)\] input (?<input>\d+) \| cached (?<cached>\d+) \| prefilled (?<prefilled>\d+) \| output \d+$", RegexOptions.Multiline)]
+    private static partial Regex CacheLine();
+}
