@@ -62,6 +62,7 @@ public sealed partial class ReadmeTests
     [InlineData("using var client = new KvChatClient(modelPath);", "tests/KvChat.Samples.Tests/ReadmeTests.cs", "README quick start")]
     [InlineData("builder.Services.AddKvChatClient(", "samples/KvChat.HostingSample/HostingApp.cs", "README dependency injection")]
     [InlineData("Kernel.CreateBuilder().AddKvChatClient(", "samples/KvChat.SemanticKernelSample/SemanticKernelChat.cs", "README Semantic Kernel")]
+    [InlineData(".UseFunctionInvocation().Build();", "tests/KvChatClient.Tests/Tools/AgentLoopTests.cs", "README tools")]
     public void CSharpBlock_IsTheCodeOfAProjectThatBuilds(string blockHolds, string sourcePath, string region)
     {
         var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");

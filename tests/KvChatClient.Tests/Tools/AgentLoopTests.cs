@@ -7,6 +7,7 @@ using Microsoft.SemanticKernel;
 using Microsoft.SemanticKernel.ChatCompletion;
 using Xunit;
 using FunctionCallContent = Microsoft.Extensions.AI.FunctionCallContent;
+using FunctionResultContent = Microsoft.Extensions.AI.FunctionResultContent;
 
 namespace KvChat.Tests;
 
@@ -60,6 +61,21 @@ public sealed class AgentLoopTests
             Assert.InRange(prefilled, 10, 40);
             TestContext.Current.TestOutputHelper!.WriteLine($"step {step + 1}: prompt {traces[step].Prompt.Length}, cached {traces[step].Cached}, prefilled {prefilled}");
         }
+    }
+
+    [Fact]
+    public async Task ReadmeToolsBlock_RunsAnAgentLoop()
+    {
+        var modelPath = AgentModel;
+        List<ChatMessage> history = [new(ChatRole.System, "You are a travel agent."), new(ChatRole.User, "Weather?")];
+
+        // README tools: begin
+        var weather = AIFunctionFactory.Create((string city) => $"18C in {city}", "get_weather", "Weather in a city.");
+        using IChatClient agent = new ChatClientBuilder(new KvChatClient(modelPath)).UseFunctionInvocation().Build();
+        var answer = await agent.GetResponseAsync(history, new ChatOptions { Tools = [weather] });
+        // README tools: end
+
+        Assert.Contains(answer.Messages, m => m.Contents.OfType<FunctionResultContent>().Any(r => Equals(r.Result?.ToString(), "18C in Paris")));
     }
 
     [Fact]
