@@ -1,0 +1,186 @@
+using System.Globalization;
+using BenchmarkDotNet.Attributes;
+using Microsoft.Extensions.AI;
+using Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace KvChat.MicroBenchmarks;
+
+/// <summary>
+/// The decode loop's own cost per token: 32 greedy tokens after a short prompt, on the tiny model (a forward pass of
+/// tens of microseconds, where overhead shows) and on the bench model (128.7M parameters, where it does not).
+/// </summary>
+/// <remarks>
+/// <para>
+/// Every method starts from the same state (the prompt's KV cache minus its last token), appends the prompt's last
+/// token, and then makes 32 token choices and 31 more forward passes, the work GenAI's own loop does for 32 tokens:
+/// </para>
+/// <list type="bullet">
+/// <item><description><c>bare</c>: <c>GenerateNextToken</c> and <c>GetSequence(0)[^1]</c> 32 times (GenAI picks the
+/// token natively; the last one stays pending, without keys and values).</description></item>
+/// <item><description><c>KvSession</c>: the client's mechanism, through <see cref="KvSession"/>: <c>GetOutput("logits")</c>
+/// and a copy of the last row, <see cref="LogitSampler.Next"/> (greedy), <c>AppendTokens([token])</c> but for the last
+/// token, as <c>KvChatClient</c> leaves it.</description></item>
+/// <item><description><c>KvChatClient</c>: a whole streamed reply of 32 tokens to the same prompt on a warm session:
+/// rendering (cached), the pool's lookup, the rewind, the decode loop, text decoding, the channel and the updates.</description></item>
+/// </list>
+/// <para>The setup checks that all three say the same 32 tokens.</para>
+/// </remarks>
+[MemoryDiagnoser]
+public class DecodeBenchmarks
+{
+    /// <summary>The tokens each method generates.</summary>
+    public const int Tokens = 32;
+
+    private readonly List<ChatMessage> _messages =
+    [
+        new(ChatRole.System, "You are a concise assistant."),
+        new(ChatRole.User, "What is a KV cache, and why does reusing it across turns help?"),
+    ];
+
+    private readonly ChatOptions _chatOptions = new() { MaxOutputTokens = Tokens, Temperature = 0f };
+    private Model _model = null!;
+    private bool _disposed;
+    private Generator _generator = null!;
+    private KvSession _session = null!;
+    private KvChatClient _client = null!;
+    private int[] _prompt = null!;
+    private int[] _lastPromptToken = null!;
+    private float[] _logits = null!;
+    private int _vocab;
+    private int[] _lastClientReply = [];
+
+    [Params(BenchModels.Tiny, BenchModels.Bench)]
+    public string Model { get; set; } = BenchModels.Tiny;
+
+    [GlobalSetup]
+    public async Task Setup()
+    {
+        BenchModels.EnsureGenAiHandle();
+        var path = BenchModels.PathOf(Model);
+        var folder = ModelFolder.Read(path);
+        var context = Math.Min(folder.ContextLength, 4096);
+        _vocab = folder.VocabSize;
+        _logits = new float[_vocab];
+        _model = new Model(path);
+
+        _client = new KvChatClient(_model, path, new KvChatClientOptions { MaxSessions = 1 });
+        _client.Trace = trace => _lastClientReply = trace.Generated;
+        using (var tokenizer = new Tokenizer(_model))
+        {
+            var renderer = new PromptRenderer(tokenizer, new Lock(), folder, templateOverride: null, replyMemoCapacity: 0);
+            _prompt = renderer.Render(_messages, null, addGenerationPrompt: true).Tokens;
+        }
+
+        _lastPromptToken = [_prompt[^1]];
+        using (var parameters = new GeneratorParams(_model))
+        {
+            parameters.SetSearchOption("max_length", context);
+            _generator = new Generator(_model, parameters);
+        }
+
+        _generator.AppendTokens(_prompt);
+        _session = new KvSession(_model, context, folder.KvBytesPerToken, folder.SharedBuffer);
+        _session.Prefill(_prompt, 0);
+
+        var bare = BareSequence();
+        var ours = KvSessionSequence();
+        await KvChatClientReply().ConfigureAwait(false); // Warms the client's session: the prompt is cached from now on.
+        await KvChatClientReply().ConfigureAwait(false);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"// {Model}: prompt {_prompt.Length} tokens, vocabulary {_vocab}, context {context}; first tokens [{string.Join(',', bare.Take(8))}]"));
+        if (!bare.SequenceEqual(ours) || !bare.SequenceEqual(_lastClientReply))
+        {
+            throw new InvalidOperationException(
+                $"The loops disagree: bare [{string.Join(',', bare)}], KvSession [{string.Join(',', ours)}], KvChatClient [{string.Join(',', _lastClientReply)}].");
+        }
+
+        _client.Trace = null;
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _client?.Dispose();
+        _session?.Dispose();
+        _generator?.Dispose();
+        _model?.Dispose();
+    }
+
+    [Benchmark(Baseline = true, OperationsPerInvoke = Tokens, Description = "bare GenerateNextToken loop")]
+    public int BareGenerateNextToken()
+    {
+        _generator.RewindTo((ulong)(_prompt.Length - 1));
+        _generator.AppendTokens(_lastPromptToken);
+        var last = 0;
+        for (var i = 0; i < Tokens; i++)
+        {
+            _generator.GenerateNextToken();
+            last = _generator.GetSequence(0)[^1];
+        }
+
+        return last;
+    }
+
+    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvSession: logits copy + LogitSampler + AppendTokens")]
+    public int KvSessionLoop()
+    {
+        _session.Prefill(_prompt, _prompt.Length - 1);
+        var sampler = new LogitSampler(SamplingSettings.Greedy, _vocab);
+        var next = 0;
+        for (var i = 0; i < Tokens; i++)
+        {
+            _session.ReadLastLogits(_logits);
+            next = sampler.Next(_logits);
+            sampler.Accept(next);
+            if (i < Tokens - 1)
+            {
+                _session.Append(next);
+            }
+        }
+
+        return next;
+    }
+
+    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvChatClient streamed reply, warm session")]
+    public async Task<int> KvChatClientReply()
+    {
+        var updates = 0;
+        await foreach (var update in _client.GetStreamingResponseAsync(_messages, _chatOptions).ConfigureAwait(false))
+        {
+            updates++;
+        }
+
+        return updates;
+    }
+
+    private int[] BareSequence()
+    {
+        BareGenerateNextToken();
+        return _generator.GetSequence(0)[_prompt.Length..].ToArray();
+    }
+
+    private int[] KvSessionSequence()
+    {
+        var tokens = new List<int>();
+        _session.Prefill(_prompt, _prompt.Length - 1);
+        var sampler = new LogitSampler(SamplingSettings.Greedy, _vocab);
+        for (var i = 0; i < Tokens; i++)
+        {
+            _session.ReadLastLogits(_logits);
+            var next = sampler.Next(_logits);
+            tokens.Add(next);
+            if (i < Tokens - 1)
+            {
+                _session.Append(next);
+            }
+        }
+
+        return [.. tokens];
+    }
+}

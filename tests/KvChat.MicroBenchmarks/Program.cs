@@ -1,0 +1,39 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using KvChat.MicroBenchmarks;
+
+// The default job keeps the whole suite near 10 minutes on a 2-core machine; any --job on the command line replaces it.
+// --publish copies the markdown reports to docs/benchmarks/micro.
+var publish = args.Contains("--publish");
+args = [.. args.Where(a => a != "--publish")];
+var config = DefaultConfig.Instance
+    .WithArtifactsPath(Path.Combine(BenchModels.RepositoryRoot, ".artifacts", "micro-benchmarks"));
+if (!args.Any(a => a is "--job" or "-j" || a.StartsWith("--job=", StringComparison.Ordinal)))
+{
+    config = config.AddJob(Job.Default
+        .WithId("Suite")
+        .WithLaunchCount(1)
+        .WithWarmupCount(3)
+        .WithIterationCount(10)
+        .WithIterationTime(Perfolizer.Horology.TimeInterval.FromMilliseconds(250)));
+}
+
+var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config).ToList();
+if (publish)
+{
+    var target = Path.Combine(BenchModels.RepositoryRoot, "docs", "benchmarks", "micro");
+    Directory.CreateDirectory(target);
+    foreach (var summary in summaries)
+    {
+        var report = Path.Combine(summary.ResultsDirectoryPath, summary.Title + "-report-github.md");
+        if (File.Exists(report))
+        {
+            var name = summary.Title.Split('-')[0].Split('.')[^1] + ".md";
+            File.Copy(report, Path.Combine(target, name), overwrite: true);
+            Console.WriteLine($"published {Path.Combine(target, name)}");
+        }
+    }
+}
+
+return summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success)) ? 1 : 0;
