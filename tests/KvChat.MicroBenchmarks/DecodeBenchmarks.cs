@@ -8,6 +8,7 @@ namespace KvChat.MicroBenchmarks;
 /// <summary>
 /// The decode loop's own cost per token: 32 greedy tokens after a short prompt, on the tiny model (a forward pass of
 /// tens of microseconds, where overhead shows) and on the bench model (128.7M parameters, where it does not).
+/// Times are per token (<c>OperationsPerInvoke</c> = 32).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -25,21 +26,67 @@ namespace KvChat.MicroBenchmarks;
 /// </list>
 /// <para>The setup checks that all three say the same 32 tokens.</para>
 /// </remarks>
-[MemoryDiagnoser]
-public class DecodeBenchmarks
+public class DecodeBenchmarks : DecodeLoops
 {
-    /// <summary>The tokens each method generates.</summary>
-    public const int Tokens = 32;
+    private const int Tokens = 32;
 
+    public DecodeBenchmarks()
+        : base(Tokens)
+    {
+    }
+
+    [Params(BenchModels.Tiny, BenchModels.Bench)]
+    public string Model { get; set; } = BenchModels.Tiny;
+
+    protected override string ModelName => Model;
+
+    [Benchmark(Baseline = true, OperationsPerInvoke = Tokens, Description = "bare GenerateNextToken loop")]
+    public int BareGenerateNextToken() => RunBare();
+
+    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvSession: logits copy + LogitSampler + AppendTokens")]
+    public int KvSessionLoop() => RunKvSession();
+
+    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvChatClient streamed reply, warm session")]
+    public Task<int> KvChatClientReply() => RunClientAsync();
+}
+
+/// <summary>
+/// What a request costs beyond its tokens: a reply of one token on a warm session of the tiny model (one forward pass
+/// of the prompt's last token and one token choice), bare, through <see cref="KvSession"/>, and as a whole
+/// <c>KvChatClient</c> streamed reply. Times are per request.
+/// </summary>
+public class RequestOverheadBenchmarks : DecodeLoops
+{
+    public RequestOverheadBenchmarks()
+        : base(1)
+    {
+    }
+
+    protected override string ModelName => BenchModels.Tiny;
+
+    [Benchmark(Baseline = true, Description = "bare: rewind, append 1, GenerateNextToken")]
+    public int BareGenerateNextToken() => RunBare();
+
+    [Benchmark(Description = "KvSession: rewind, append 1, logits copy + LogitSampler")]
+    public int KvSessionLoop() => RunKvSession();
+
+    [Benchmark(Description = "KvChatClient streamed reply of 1 token, warm session")]
+    public Task<int> KvChatClientReply() => RunClientAsync();
+}
+
+/// <summary>The three decode loops over one model, from the same state; see <see cref="DecodeBenchmarks"/>.</summary>
+[MemoryDiagnoser]
+public abstract class DecodeLoops
+{
+    private readonly int _tokens;
     private readonly List<ChatMessage> _messages =
     [
         new(ChatRole.System, "You are a concise assistant."),
         new(ChatRole.User, "What is a KV cache, and why does reusing it across turns help?"),
     ];
 
-    private readonly ChatOptions _chatOptions = new() { MaxOutputTokens = Tokens, Temperature = 0f };
+    private readonly ChatOptions _chatOptions;
     private Model _model = null!;
-    private bool _disposed;
     private Generator _generator = null!;
     private KvSession _session = null!;
     private KvChatClient _client = null!;
@@ -48,15 +95,21 @@ public class DecodeBenchmarks
     private float[] _logits = null!;
     private int _vocab;
     private int[] _lastClientReply = [];
+    private bool _disposed;
 
-    [Params(BenchModels.Tiny, BenchModels.Bench)]
-    public string Model { get; set; } = BenchModels.Tiny;
+    protected DecodeLoops(int tokens)
+    {
+        _tokens = tokens;
+        _chatOptions = new ChatOptions { MaxOutputTokens = tokens, Temperature = 0f };
+    }
+
+    protected abstract string ModelName { get; }
 
     [GlobalSetup]
     public async Task Setup()
     {
         BenchModels.EnsureGenAiHandle();
-        var path = BenchModels.PathOf(Model);
+        var path = BenchModels.PathOf(ModelName);
         var folder = ModelFolder.Read(path);
         var context = Math.Min(folder.ContextLength, 4096);
         _vocab = folder.VocabSize;
@@ -82,13 +135,15 @@ public class DecodeBenchmarks
         _session = new KvSession(_model, context, folder.KvBytesPerToken, folder.SharedBuffer);
         _session.Prefill(_prompt, 0);
 
-        var bare = BareSequence();
-        var ours = KvSessionSequence();
-        await KvChatClientReply().ConfigureAwait(false); // Warms the client's session: the prompt is cached from now on.
-        await KvChatClientReply().ConfigureAwait(false);
+        RunBare();
+        var bare = _generator.GetSequence(0)[_prompt.Length..].ToArray();
+        var ours = new List<int>();
+        RunKvSession(ours);
+        await RunClientAsync().ConfigureAwait(false); // Warms the client's session: the prompt is cached from now on.
+        await RunClientAsync().ConfigureAwait(false);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"// {Model}: prompt {_prompt.Length} tokens, vocabulary {_vocab}, context {context}; first tokens [{string.Join(',', bare.Take(8))}]"));
-        if (!bare.SequenceEqual(ours) || !bare.SequenceEqual(_lastClientReply))
+            $"// {ModelName}: prompt {_prompt.Length} tokens, vocabulary {_vocab}, context {context}; {_tokens} tokens [{string.Join(',', bare.Take(8))}...]"));
+        if (bare.Length != _tokens || !bare.SequenceEqual(ours) || !bare.SequenceEqual(_lastClientReply))
         {
             throw new InvalidOperationException(
                 $"The loops disagree: bare [{string.Join(',', bare)}], KvSession [{string.Join(',', ours)}], KvChatClient [{string.Join(',', _lastClientReply)}].");
@@ -112,13 +167,13 @@ public class DecodeBenchmarks
         _model?.Dispose();
     }
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Tokens, Description = "bare GenerateNextToken loop")]
-    public int BareGenerateNextToken()
+    /// <summary>GenAI's own loop: <c>GenerateNextToken</c> picks each token natively.</summary>
+    protected int RunBare()
     {
         _generator.RewindTo((ulong)(_prompt.Length - 1));
         _generator.AppendTokens(_lastPromptToken);
         var last = 0;
-        for (var i = 0; i < Tokens; i++)
+        for (var i = 0; i < _tokens; i++)
         {
             _generator.GenerateNextToken();
             last = _generator.GetSequence(0)[^1];
@@ -127,18 +182,19 @@ public class DecodeBenchmarks
         return last;
     }
 
-    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvSession: logits copy + LogitSampler + AppendTokens")]
-    public int KvSessionLoop()
+    /// <summary>The client's loop: logits read and copied, sampled in managed code, each token appended but the last.</summary>
+    protected int RunKvSession(List<int>? said = null)
     {
         _session.Prefill(_prompt, _prompt.Length - 1);
         var sampler = new LogitSampler(SamplingSettings.Greedy, _vocab);
         var next = 0;
-        for (var i = 0; i < Tokens; i++)
+        for (var i = 0; i < _tokens; i++)
         {
             _session.ReadLastLogits(_logits);
             next = sampler.Next(_logits);
             sampler.Accept(next);
-            if (i < Tokens - 1)
+            said?.Add(next);
+            if (i < _tokens - 1)
             {
                 _session.Append(next);
             }
@@ -147,8 +203,8 @@ public class DecodeBenchmarks
         return next;
     }
 
-    [Benchmark(OperationsPerInvoke = Tokens, Description = "KvChatClient streamed reply, warm session")]
-    public async Task<int> KvChatClientReply()
+    /// <summary>A whole streamed reply through <see cref="KvChatClient"/>.</summary>
+    protected async Task<int> RunClientAsync()
     {
         var updates = 0;
         await foreach (var update in _client.GetStreamingResponseAsync(_messages, _chatOptions).ConfigureAwait(false))
@@ -157,30 +213,5 @@ public class DecodeBenchmarks
         }
 
         return updates;
-    }
-
-    private int[] BareSequence()
-    {
-        BareGenerateNextToken();
-        return _generator.GetSequence(0)[_prompt.Length..].ToArray();
-    }
-
-    private int[] KvSessionSequence()
-    {
-        var tokens = new List<int>();
-        _session.Prefill(_prompt, _prompt.Length - 1);
-        var sampler = new LogitSampler(SamplingSettings.Greedy, _vocab);
-        for (var i = 0; i < Tokens; i++)
-        {
-            _session.ReadLastLogits(_logits);
-            var next = sampler.Next(_logits);
-            tokens.Add(next);
-            if (i < Tokens - 1)
-            {
-                _session.Append(next);
-            }
-        }
-
-        return [.. tokens];
     }
 }

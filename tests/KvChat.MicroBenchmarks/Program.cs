@@ -15,8 +15,7 @@ if (!args.Any(a => a is "--job" or "-j" || a.StartsWith("--job=", StringComparis
         .WithId("Suite")
         .WithLaunchCount(1)
         .WithWarmupCount(3)
-        .WithIterationCount(10)
-        .WithIterationTime(Perfolizer.Horology.TimeInterval.FromMilliseconds(250)));
+        .WithIterationCount(15));
 }
 
 var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config).ToList();
