@@ -5,7 +5,7 @@ using BenchmarkDotNet.Attributes;
 namespace KvChat.MicroBenchmarks;
 
 /// <summary>Random token ids of a vocabulary of 32000, the same for a given seed.</summary>
-internal static class Tokens
+internal static class TokenData
 {
     public const int Vocabulary = 32000;
 
@@ -33,7 +33,7 @@ internal static class Tokens
 public class PrefixHashingBenchmarks
 {
     private const int BlockSize = 16;
-    private readonly int[] _tokens = Tokens.Random(1000, seed: 1);
+    private readonly int[] _tokens = TokenData.Random(1000, seed: 1);
     private readonly ulong[] _chain = new ulong[1000 / BlockSize];
 
     [Benchmark(Baseline = true, Description = "XxHash3 of the 1,000 tokens at once")]
@@ -66,9 +66,9 @@ public class PrefixIndexSetBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var shared = Tokens.Random(1000, seed: 2);
-        _a = [.. shared, .. Tokens.Random(100, seed: 3)];
-        _b = [.. shared, .. Tokens.Random(100, seed: 4)];
+        var shared = TokenData.Random(1000, seed: 2);
+        _a = [.. shared, .. TokenData.Random(100, seed: 3)];
+        _b = [.. shared, .. TokenData.Random(100, seed: 4)];
         _index = new PrefixIndex<object>(16, seed: 0);
         _index.Set(_entry, shared);
         _index.Set(_entry, _a);
@@ -125,9 +125,9 @@ public class PrefixLookupBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var system = Tokens.Random(500, seed: 10);
-        _conversations = [.. Enumerable.Range(0, Sessions).Select(i => (int[])[.. system, .. Tokens.Random(400, seed: 100 + i)])];
-        _prompt = [.. _conversations[0], .. Tokens.Random(100, seed: 99)];
+        var system = TokenData.Random(500, seed: 10);
+        _conversations = [.. Enumerable.Range(0, Sessions).Select(i => (int[])[.. system, .. TokenData.Random(400, seed: 100 + i)])];
+        _prompt = [.. _conversations[0], .. TokenData.Random(100, seed: 99)];
         _entries = [.. Enumerable.Range(0, Sessions).Select(_ => new object())];
         _index = new PrefixIndex<object>(BlockSize, seed: 0);
         for (var i = 0; i < Sessions; i++)
