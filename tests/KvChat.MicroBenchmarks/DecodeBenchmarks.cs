@@ -24,11 +24,15 @@ namespace KvChat.MicroBenchmarks;
 /// <item><description><c>KvChatClient</c>: a whole streamed reply of 32 tokens to the same prompt on a warm session:
 /// rendering (cached), the pool's lookup, the rewind, the decode loop, text decoding, the channel and the updates.</description></item>
 /// </list>
-/// <para>The setup checks that all three say the same 32 tokens.</para>
+/// <para>
+/// The setup checks that all three say the same 32 tokens. The last row times one part of the client's loop alone,
+/// once per token: reading the logits and copying the last row (the greedy pick is <see cref="SamplerBenchmarks"/>).
+/// </para>
 /// </remarks>
 public class DecodeBenchmarks : DecodeLoops
 {
-    private const int Tokens = 32;
+    /// <summary>The tokens of each reply.</summary>
+    public const int Tokens = 32;
 
     public DecodeBenchmarks()
         : base(Tokens)
@@ -48,6 +52,9 @@ public class DecodeBenchmarks : DecodeLoops
 
     [Benchmark(OperationsPerInvoke = Tokens, Description = "KvChatClient streamed reply, warm session")]
     public Task<int> KvChatClientReply() => RunClientAsync();
+
+    [Benchmark(Description = "of which GetOutput(logits) + last-row copy")]
+    public float ReadLogits() => ReadLastLogits();
 }
 
 /// <summary>
@@ -201,6 +208,13 @@ public abstract class DecodeLoops
         }
 
         return next;
+    }
+
+    /// <summary>Reads the logits of the session's last position and copies them (what each decode step starts with).</summary>
+    protected float ReadLastLogits()
+    {
+        _session.ReadLastLogits(_logits);
+        return _logits[0];
     }
 
     /// <summary>A whole streamed reply through <see cref="KvChatClient"/>.</summary>
