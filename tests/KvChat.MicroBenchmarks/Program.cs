@@ -9,7 +9,7 @@ if (args is ["--paired", var pairedModel, var pairedRounds])
     return await PairedDecode.RunAsync(pairedModel, int.Parse(pairedRounds, System.Globalization.CultureInfo.InvariantCulture)).ConfigureAwait(false);
 }
 
-// The default job keeps the whole suite near 10 minutes on a 2-core machine; any --job on the command line replaces it.
+// The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");
 args = [.. args.Where(a => a != "--publish")];
