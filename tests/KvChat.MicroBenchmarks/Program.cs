@@ -1,0 +1,45 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using KvChat.MicroBenchmarks;
+
+// --paired MODEL ROUNDS: the decode benchmarks' three ways in turn in one process (see PairedDecode).
+if (args is ["--paired", var pairedModel, var pairedRounds])
+{
+    return await PairedDecode.RunAsync(pairedModel, int.Parse(pairedRounds, System.Globalization.CultureInfo.InvariantCulture)).ConfigureAwait(false);
+}
+
+// The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
+// --publish copies the markdown reports to docs/benchmarks/micro.
+var publish = args.Contains("--publish");
+args = [.. args.Where(a => a != "--publish")];
+var config = DefaultConfig.Instance
+    .WithArtifactsPath(Path.Combine(BenchModels.RepositoryRoot, ".artifacts", "micro-benchmarks"));
+if (!args.Any(a => a is "--job" or "-j" || a.StartsWith("--job=", StringComparison.Ordinal)))
+{
+    config = config.AddJob(Job.Default
+        .WithId("Suite")
+        .WithLaunchCount(1)
+        .WithWarmupCount(3)
+        .WithIterationCount(15));
+}
+
+var started = DateTime.UtcNow;
+var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config).ToList();
+if (publish)
+{
+    var target = Path.Combine(BenchModels.RepositoryRoot, "docs", "benchmarks", "micro");
+    Directory.CreateDirectory(target);
+    foreach (var directory in summaries.Select(s => s.ResultsDirectoryPath).Distinct())
+    {
+        foreach (var report in Directory.EnumerateFiles(directory, "*-report-github.md").Where(f => File.GetLastWriteTimeUtc(f) >= started))
+        {
+            // KvChat.MicroBenchmarks.DecodeBenchmarks-report-github.md -> DecodeBenchmarks.md
+            var name = Path.GetFileName(report).Replace("-report-github.md", ".md", StringComparison.Ordinal).Split('.')[^2] + ".md";
+            File.Copy(report, Path.Combine(target, name), overwrite: true);
+            Console.WriteLine($"published {Path.Combine(target, name)}");
+        }
+    }
+}
+
+return summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success)) ? 1 : 0;
