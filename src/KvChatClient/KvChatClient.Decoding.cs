@@ -308,7 +308,7 @@ public sealed partial class KvChatClient
             }
 
             _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prompt.Length);
-            Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits));
+            Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits, firstTokenMs));
             lease.Release();
             if (!pipeline.StoppedByString && pipeline.CallCount == 0)
             {

@@ -459,7 +459,7 @@ public sealed partial class KvChatClient : IChatClient
 }
 
 /// <summary>What one reply did, for tests.</summary>
-internal sealed record ReplyTrace(int[] Prompt, int Cached, int[] Generated, int[] SessionTokens, ChatFinishReason Finish, float[]? PromptLogits);
+internal sealed record ReplyTrace(int[] Prompt, int Cached, int[] Generated, int[] SessionTokens, ChatFinishReason Finish, float[]? PromptLogits, double TimeToFirstTokenMs = 0);
 
 /// <summary>Names of the extra counters in <see cref="UsageDetails.AdditionalCounts"/> that <see cref="KvChatClient"/> reports.</summary>
 public static class KvChatUsage

@@ -38,35 +38,17 @@ internal static class AgentLoop
         }
 
         using var client = new KvChatClient(directory, new KvChatClientOptions { MaxSessions = 1 });
-        var traces = new List<(ReplyTrace Trace, double TtftMs)>();
-        var stopwatch = new Stopwatch();
-        client.Trace = trace => traces.Add((trace, 0));
+        var traces = new List<ReplyTrace>();
+        client.Trace = traces.Add;
         var weather = AIFunctionFactory.Create((string city) => city == "Paris" ? "18C" : "21C", "get_weather", "Weather in a city.");
         var time = AIFunctionFactory.Create((string zone) => "12:00", "get_time", "Time in a zone.");
         using var agent = new ChatClientBuilder(client).UseFunctionInvocation().Build();
 
-        // Time to first token per step: the first streamed update of each model call.
-        var ttft = new List<double>();
         var answer = new StringBuilder();
-        var stepStart = Stopwatch.StartNew();
-        var inStep = false;
         await foreach (var update in agent.GetStreamingResponseAsync(
             [new(ChatRole.System, system), new(ChatRole.User, "What is the weather in Paris and Rome, and the time in Rome?")],
             new ChatOptions { Tools = [weather, time] }).ConfigureAwait(false))
         {
-            if (update.Role == ChatRole.Tool)
-            {
-                inStep = false;
-                stepStart.Restart();
-                continue;
-            }
-
-            if (!inStep && (update.Contents.Any(c => c is TextContent or FunctionCallContent)))
-            {
-                ttft.Add(stepStart.Elapsed.TotalMilliseconds);
-                inStep = true;
-            }
-
             if (update.Role == ChatRole.Assistant)
             {
                 answer.Append(update.Text);
@@ -76,7 +58,7 @@ internal static class AgentLoop
         // The baseline: a fresh generator prefilling each step's whole prompt (what a client without a KV cache does).
         var model = (Model)client.GetService(typeof(Model))!;
         var fresh = new List<double>();
-        foreach (var (trace, _) in traces)
+        foreach (var trace in traces)
         {
             using var parameters = new GeneratorParams(model);
             using var generator = new Generator(model, parameters);
@@ -91,18 +73,20 @@ internal static class AgentLoop
         md.AppendLine();
         md.AppendLine(string.Create(Invariant, $"The model calls `get_weather` twice and `get_time` once, then answers: \"{answer.ToString().Trim()}\"."));
         md.AppendLine();
+        md.AppendLine("TTFT: from the model call to its first generated token (a tool call becomes visible only when it is complete).");
+        md.AppendLine();
         md.AppendLine("| step | prompt tokens | KvChatClient cached | KvChatClient prefilled | re-prefill-everything prefilled | KvChatClient TTFT ms | fresh prefill TTFT ms |");
         md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for (var i = 0; i < traces.Count; i++)
         {
-            var t = traces[i].Trace;
+            var t = traces[i];
             md.AppendLine(string.Create(Invariant,
-                $"| {i + 1} | {t.Prompt.Length} | {t.Cached} | {t.Prompt.Length - t.Cached} | {t.Prompt.Length} | {(i < ttft.Count ? ttft[i] : double.NaN):F0} | {fresh[i]:F0} |"));
+                $"| {i + 1} | {t.Prompt.Length} | {t.Cached} | {t.Prompt.Length - t.Cached} | {t.Prompt.Length} | {t.TimeToFirstTokenMs:F0} | {fresh[i]:F0} |"));
         }
 
         md.AppendLine();
         md.AppendLine(string.Create(Invariant,
-            $"Total prefilled: KvChatClient {traces.Sum(t => t.Trace.Prompt.Length - t.Trace.Cached)}, re-prefill-everything {traces.Sum(t => t.Trace.Prompt.Length)}."));
+            $"Total prefilled: KvChatClient {traces.Sum(t => t.Prompt.Length - t.Cached)}, re-prefill-everything {traces.Sum(t => t.Prompt.Length)}."));
         md.AppendLine();
         Console.WriteLine(md);
         return md.ToString();

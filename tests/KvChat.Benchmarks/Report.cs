@@ -130,10 +130,21 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         _ => way,
     };
 
+    /// <summary>The GenAI package version, from the central package versions the benchmark was built with.</summary>
     private static string GenAiVersion()
-        => typeof(Microsoft.ML.OnnxRuntimeGenAI.Model).Assembly
-            .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
-            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion.Split('+')[0] ?? "unknown";
+    {
+        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
+        {
+            var props = Path.Combine(directory.FullName, "Directory.Packages.props");
+            if (File.Exists(props))
+            {
+                var match = System.Text.RegularExpressions.Regex.Match(File.ReadAllText(props), "Include=\"Microsoft.ML.OnnxRuntimeGenAI\" Version=\"([^\"]+)\"");
+                return match.Success ? match.Groups[1].Value : "unknown";
+            }
+        }
+
+        return "unknown";
+    }
 
     private static string CpuName()
     {
