@@ -192,4 +192,25 @@ public sealed class ToolCallEndToEndTests
             second.Usage!.CachedInputTokenCount >= firstTurnTokens,
             $"cached {second.Usage.CachedInputTokenCount} of {second.Usage.InputTokenCount}; the first turn's prompt and reply are {firstTurnTokens} tokens");
     }
+
+    [Fact]
+    public async Task Stream_CallWithNestedAndArrayArguments_ParsedThroughTheRuntime()
+    {
+        const string Script = "<tool_call>\n{\"name\": \"plan_trip\", \"arguments\": {\"stops\": [\"Paris\", \"Rome\"], \"budget\": {\"amount\": 1200.5, \"currency\": \"EUR\"}, \"nights\": [2, 3], \"flexible\": true, \"notes\": null}}\n</tool_call>";
+        var path = ModelPath(ChatTemplateFamily.ChatML, Script);
+        using var client = new KvChatClient(path);
+        var plan = AIFunctionFactory.Create((string[] stops, Dictionary<string, object> budget, int[] nights, bool flexible, string? notes) => "ok", "plan_trip");
+
+        var r = await StreamAsync(client, DetectFormat(path), [new(ChatRole.User, "Plan it")], new ChatOptions { Tools = [plan] });
+
+        var call = Assert.Single(r.Calls);
+        Assert.Null(call.Exception);
+        var arguments = call.Arguments!;
+        Assert.Equal(["Paris", "Rome"], ((JsonElement)arguments["stops"]!).EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(1200.5, ((JsonElement)arguments["budget"]!).GetProperty("amount").GetDouble());
+        Assert.Equal([2, 3], ((JsonElement)arguments["nights"]!).EnumerateArray().Select(e => e.GetInt32()));
+        Assert.True(((JsonElement)arguments["flexible"]!).GetBoolean());
+        Assert.Null(arguments["notes"]);
+        Assert.Equal(ChatFinishReason.ToolCalls, r.Finish);
+    }
 }
