@@ -17,6 +17,7 @@ internal sealed class KvSession : IPooledSession
     private readonly List<int> _tokens = [];
     private Generator? _generator;
     private bool _disposed;
+    private bool _logitShapeChecked;
 
     public KvSession(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer)
     {
@@ -48,19 +49,7 @@ internal sealed class KvSession : IPooledSession
             throw new ArgumentOutOfRangeException(nameof(keep), keep, "Keep must leave at least one prompt token to append.");
         }
 
-        var generator = _generator ??= CreateGenerator();
-        if (keep < _tokens.Count)
-        {
-            generator.RewindTo((ulong)keep);
-            _tokens.RemoveRange(keep, _tokens.Count - keep);
-        }
-
-        var tail = prompt[keep..];
-        generator.AppendTokens(tail);
-        foreach (var id in tail)
-        {
-            _tokens.Add(id);
-        }
+        Extend(keep, prompt[keep..]);
     }
 
     /// <summary>Keeps the first <paramref name="keep"/> tokens and appends <paramref name="tail"/> (which may be empty).</summary>
@@ -97,10 +86,16 @@ internal sealed class KvSession : IPooledSession
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var logits = _generator!.GetOutput("logits");
-        var vocab = logits.Shape()[^1];
-        if (vocab != destination.Length)
+        if (!_logitShapeChecked)
         {
-            throw new InvalidOperationException($"The model's logits have {vocab} values per position; genai_config.json says vocab_size {destination.Length}.");
+            // Checked once per session: Shape() allocates, and this runs once per generated token.
+            var vocab = logits.Shape()[^1];
+            if (vocab != destination.Length)
+            {
+                throw new InvalidOperationException($"The model's logits have {vocab} values per position; genai_config.json says vocab_size {destination.Length}.");
+            }
+
+            _logitShapeChecked = true;
         }
 
         var data = logits.GetData<float>();
