@@ -17,6 +17,23 @@ public sealed class OpenAISdkTests(OpenAIServer server) : IClassFixture<OpenAISe
     private static void Log(string line) => TestContext.Current.TestOutputHelper?.WriteLine(line);
 
     [Fact]
+    public async Task ReadmeBlock_TwoTurns_TurnTwoIsServedFromTheCache()
+    {
+        var endpoint = server.Endpoint;
+
+        // README OpenAI client: begin
+        var chat = new ChatClient("kvchat-demo", new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = endpoint }); // http://127.0.0.1:5077/v1
+        List<ChatMessage> history = [new UserChatMessage("What is a KV cache?")];
+        ChatCompletion first = await chat.CompleteChatAsync(history);
+        history.AddRange([new AssistantChatMessage(first), new UserChatMessage("Why does reusing it help?")]);
+        ChatCompletion second = await chat.CompleteChatAsync(history);
+        Console.WriteLine($"turn 2: cached {second.Usage.InputTokenDetails.CachedTokenCount} of {second.Usage.InputTokenCount} prompt tokens");
+        // README OpenAI client: end
+
+        Assert.True(second.Usage.InputTokenDetails.CachedTokenCount >= first.Usage.InputTokenCount);
+    }
+
+    [Fact]
     public async Task TwoTurns_NotStreamed_TurnTwoReportsCachedTokens()
     {
         var chat = Client();

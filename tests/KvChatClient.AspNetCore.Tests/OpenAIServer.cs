@@ -25,7 +25,8 @@ public sealed class OpenAIServer : IAsyncLifetime
     /// <summary>The schema <see cref="Reply"/> follows.</summary>
     public const string ReplySchema = """{"type":"object","properties":{"city":{"type":"string"},"celsius":{"type":"integer"}},"required":["city","celsius"],"additionalProperties":false}""";
 
-    public const string ModelName = "kit-tiny";
+    /// <summary>The name the hosting sample serves its demo model under, so that the README's code runs as it is.</summary>
+    public const string ModelName = "kvchat-demo";
 
     public static ModelKitOptions Model { get; } = ModelKitOptions.Tiny with
     {
