@@ -63,7 +63,6 @@ public static partial class OpenAIChatCompletionsEndpointRouteBuilderExtensions
     private static async Task CompleteAsync(HttpContext context, ServedModel served)
     {
         var aborted = context.RequestAborted;
-        var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(OpenAIChatCompletionsOptions).Namespace + ".ChatCompletions");
         var client = served.Client(context.RequestServices);
         ChatCompletionStreamWriter? stream = null;
         try
@@ -106,7 +105,7 @@ public static partial class OpenAIChatCompletionsEndpointRouteBuilderExtensions
             var error = OpenAIError.From(e);
             if (error.Status >= 500)
             {
-                LogServerFault(logger, e);
+                LogServerFault(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory), e);
             }
 
             if (stream is not null)
@@ -134,6 +133,8 @@ public static partial class OpenAIChatCompletionsEndpointRouteBuilderExtensions
             throw new OpenAIError(400, $"We could not parse the JSON body of your request: {e.Message}", param);
         }
     }
+
+    private const string LogCategory = "KvChat.AspNetCore.ChatCompletions";
 
     [LoggerMessage(1, LogLevel.Error, "A chat completion request failed on the server.")]
     private static partial void LogServerFault(ILogger logger, Exception exception);
