@@ -96,9 +96,10 @@ public static partial class OpenAIChatCompletionsEndpointRouteBuilderExtensions
                 await stream.FinishAsync(aborted).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+        catch (Exception e) when (aborted.IsCancellationRequested && e is OperationCanceledException or IOException)
         {
-            // The client went away: the generation is cancelled with the request, and there is no one to answer.
+            // The client went away (a cancelled wait, or a write to the closed connection): the generation is cancelled
+            // with the request, and there is no one to answer.
         }
         catch (Exception e)
         {

@@ -109,11 +109,14 @@ public sealed class MeaiOpenAIClientTests(OpenAIServer server) : IClassFixture<O
     public async Task CancelledStream_CancelsTheGenerationOnTheServer()
     {
         using var client = Client();
-        server.Observed.StreamDelay = TimeSpan.FromMilliseconds(100);
+        // Slow enough that the reply is far from done when the connection closes: .NET's HttpClient reads on for up to
+        // two seconds after a cancelled response is disposed (SocketsHttpHandler.ResponseDrainTimeout) before it closes.
+        server.Observed.StreamDelay = TimeSpan.FromMilliseconds(250);
         try
         {
             using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Cancel);
             var before = server.Observed.Streams.Count;
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
             var pieces = 0;
             await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
             {
@@ -127,7 +130,9 @@ public sealed class MeaiOpenAIClientTests(OpenAIServer server) : IClassFixture<O
             });
 
             var record = server.Observed.Streams.Skip(before).Single();
-            Assert.Equal(StreamEnd.Cancelled, await record.Ended.Task.WaitAsync(TimeSpan.FromSeconds(30), Cancel));
+            var end = await record.Ended.Task.WaitAsync(TimeSpan.FromSeconds(30), Cancel);
+            Log($"server side: {end} after {record.Updates} updates, {stopwatch.ElapsedMilliseconds} ms");
+            Assert.Equal(StreamEnd.Cancelled, end);
             Assert.InRange(record.Updates, 2, OpenAIServer.Reply.Length - 5);
         }
         finally

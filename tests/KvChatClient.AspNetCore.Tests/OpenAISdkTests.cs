@@ -194,12 +194,15 @@ public sealed class OpenAISdkTests(OpenAIServer server) : IClassFixture<OpenAISe
     public async Task CancelledStream_CancelsTheGenerationOnTheServer()
     {
         var chat = Client();
-        server.Observed.StreamDelay = TimeSpan.FromMilliseconds(100);
+        // Slow enough that the reply is far from done when the connection closes: .NET's HttpClient reads on for up to
+        // two seconds after a cancelled response is disposed (SocketsHttpHandler.ResponseDrainTimeout) before it closes.
+        server.Observed.StreamDelay = TimeSpan.FromMilliseconds(250);
         try
         {
             using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Cancel);
             var pieces = 0;
             var before = server.Observed.Streams.Count;
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
             {
                 await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("Go slowly.")], new ChatCompletionOptions(), cancel.Token))
@@ -213,6 +216,7 @@ public sealed class OpenAISdkTests(OpenAIServer server) : IClassFixture<OpenAISe
 
             var record = server.Observed.Streams.Skip(before).Single();
             var end = await record.Ended.Task.WaitAsync(TimeSpan.FromSeconds(30), Cancel);
+            Log($"server side: {end} after {record.Updates} updates, {stopwatch.ElapsedMilliseconds} ms");
             Assert.Equal(StreamEnd.Cancelled, end);
             Assert.InRange(record.Updates, 2, OpenAIServer.Reply.Length - 5);
         }
