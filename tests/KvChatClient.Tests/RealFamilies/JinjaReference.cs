@@ -31,22 +31,24 @@ internal static class JinjaReference
         sys.stdout.buffer.write(text.encode("utf-8"))
         """;
 
-    private static readonly Lazy<bool> Present = new(() => Run("import jinja2", string.Empty, out _) == 0);
+    private static readonly Lazy<string?> Python = new(() =>
+        new[] { Environment.GetEnvironmentVariable("KVCHAT_PYTHON"), "python3", "/usr/bin/python3" }
+            .FirstOrDefault(p => !string.IsNullOrEmpty(p) && Run(p, "import jinja2", string.Empty, out _) == 0));
 
-    /// <summary>Whether python3 with jinja2 is on this machine (<c>.ci/run</c> installs it for CI).</summary>
-    public static bool IsAvailable => Present.Value;
+    /// <summary>Whether python3 with jinja2 is on this machine (<c>KVCHAT_PYTHON</c>, else <c>python3</c>; <c>.ci/run</c> installs it for CI).</summary>
+    public static bool IsAvailable => Python.Value is not null;
 
     /// <summary>Renders a template over messages (and tools) as JSON, with the tokenizer's special tokens as variables.</summary>
     public static string Render(string template, string messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special)
     {
         var request = $$"""{"template": {{JsonSerializer.Serialize(template)}}, "messages": {{messagesJson}}, "tools": {{toolsJson ?? "null"}}, "add_generation_prompt": {{(addGenerationPrompt ? "true" : "false")}}, "special": {{JsonSerializer.Serialize(special)}}}""";
-        var status = Run(Script, request, out var output);
+        var status = Run(Python.Value ?? "python3", Script, request, out var output);
         return status == 0 ? output : throw new InvalidOperationException($"jinja2 failed ({status}): {output}");
     }
 
-    private static int Run(string script, string input, out string output)
+    private static int Run(string python, string script, string input, out string output)
     {
-        var start = new ProcessStartInfo("python3")
+        var start = new ProcessStartInfo(python)
         {
             ArgumentList = { "-c", script },
             RedirectStandardInput = true,
