@@ -9,6 +9,12 @@ if (args is ["--paired", var pairedModel, var pairedRounds])
     return await PairedDecode.RunAsync(pairedModel, int.Parse(pairedRounds, System.Globalization.CultureInfo.InvariantCulture)).ConfigureAwait(false);
 }
 
+// --threads MODEL ROUNDS [OUTPUT]: GenAI's intra-op threads against concurrent sessions (see ThreadScaling).
+if (args is ["--threads", var threadsModel, var threadsRounds, .. var threadsRest])
+{
+    return ThreadScaling.Run(threadsModel, int.Parse(threadsRounds, System.Globalization.CultureInfo.InvariantCulture), threadsRest.FirstOrDefault());
+}
+
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");
