@@ -27,20 +27,24 @@ namespace KvChat;
 /// The draw: with top-k or top-p, the kept tokens in the order "greater logit, then lower id" and one
 /// uniform number scaled by their mass; with neither, every token in id order. With a
 /// <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every run on
-/// the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); the softmax's sums are
+/// the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and the sums are
 /// vectorised, so on a CPU with another vector width a draw that falls within rounding error of a
-/// boundary between two tokens can go the other way. Without a seed, the generator is seeded at random.
+/// boundary between two tokens can go the other way. (Before this sampler, the kept tokens were laid
+/// out for the draw in the order quickselect left them: the same seed now draws other tokens from the
+/// same distribution.) Without a seed, the generator is seeded at random.
 /// </para>
 /// <para>
 /// Cost, none of it a sort of the vocabulary: greedy is one vectorised pass (max and validation) and
 /// allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best in a heap (a
-/// token enters only when it beats the heap's worst, which a vector comparison rules out for almost
-/// all); temperature and exp then apply to those k only. Top-p alone needs the whole softmax's mass: one
-/// vectorised pass of scale and exp (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>)
-/// and block sums, then the candidates above a weight threshold (first 1/1024 of the mass; if those do
-/// not reach <c>TopP</c>, a threshold under which the rest cannot) are sorted, the nucleus only.
-/// Penalties copy the logits once (a vectorised copy) and adjust only the tokens generated so far.
-/// Scratch buffers are rented from the shared array pool per call.
+/// token enters only when it beats the heap's worst, which one vector comparison rules out for almost
+/// all); temperature and exp then apply to those k only. Temperature alone, or top-p alone, need the
+/// whole softmax's mass: one vectorised pass of scale, one of exp
+/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and block sums in double
+/// precision; the draw then walks the block sums. Top-p sorts only candidates found by a weight
+/// threshold (first 1/1024 of the mass; if those do not reach <c>TopP</c>, a threshold under which
+/// the rest cannot), as integer keys (allocation-free). Penalties copy the logits once (a vectorised
+/// copy) and adjust only the tokens generated so far. Scratch buffers are rented from the shared
+/// array pool per call; nothing is allocated per token.
 /// </para>
 /// </remarks>
 internal sealed class LogitSampler
