@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OrtException = Microsoft.ML.OnnxRuntime.OnnxRuntimeException;
 
 namespace KvChat;
 
@@ -80,7 +81,8 @@ public sealed partial class KvChatClient
         try
         {
             token.ThrowIfCancellationRequested();
-            using var parameters = new GeneratorParams(_model);
+            var model = GenAiModel;
+            using var parameters = new GeneratorParams(model);
             parameters.SetSearchOption("max_length", _contextTokens);
             var sampling = request.Sampling;
             parameters.SetSearchOption("do_sample", !sampling.IsGreedy);
@@ -96,7 +98,7 @@ public sealed partial class KvChatClient
             }
 
             parameters.SetGuidance("json_schema", request.JsonSchema!, false);
-            using var generator = new Generator(_model, parameters);
+            using var generator = new Generator(model, parameters);
             generator.AppendTokens(prompt);
             Interlocked.Add(ref _prefilledInputTokens, prompt.Length);
             _metrics.RecordPrompt(0, prompt.Length);
@@ -208,7 +210,7 @@ public sealed partial class KvChatClient
         string requestId,
         int[] prompt,
         Request request,
-        SessionPool<KvSession>.Lease lease,
+        SessionPool<IKvSession>.Lease lease,
         ChannelWriter<Event> writer,
         List<AIContent> reply,
         long started,
@@ -303,7 +305,7 @@ public sealed partial class KvChatClient
                 finish = ChatFinishReason.ToolCalls;
             }
 
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prompt.Length);
+            _pool.Commit(lease, TokensOf(session), prompt.Length);
             Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits, firstTokenMs));
             lease.Release();
             if (!pipeline.StoppedByString && pipeline.CallCount == 0)
@@ -331,7 +333,7 @@ public sealed partial class KvChatClient
         catch (OperationCanceledException e)
         {
             // Cancellation comes between native calls: the session holds exactly its recorded tokens.
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prefilled ? prompt.Length : null);
+            _pool.Commit(lease, TokensOf(session), prefilled ? prompt.Length : null);
             lease.Release();
             writer.TryComplete(e);
         }
@@ -340,9 +342,12 @@ public sealed partial class KvChatClient
             lease.Discard();
             _metrics.RecordDiscard();
             Log.SessionDiscarded(_logger, requestId, e);
-            writer.TryComplete(e is OnnxRuntimeGenAIException
-                ? new InvalidOperationException($"GenAI failed during the reply; the session was discarded: {e.Message}", e)
-                : e);
+            writer.TryComplete(e switch
+            {
+                OnnxRuntimeGenAIException => new InvalidOperationException($"GenAI failed during the reply; the session was discarded: {e.Message}", e),
+                OrtException => new InvalidOperationException($"ONNX Runtime failed during the reply; the session was discarded: {e.Message}", e),
+                _ => e,
+            });
         }
         finally
         {

@@ -7,6 +7,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OrtException = Microsoft.ML.OnnxRuntime.OnnxRuntimeException;
 
 namespace KvChat;
 
@@ -29,14 +30,17 @@ public sealed partial class KvChatClient : IChatClient
 {
     private const string ProviderName = "kvchat-onnxruntime-genai";
 
-    private readonly Model _model;
-    private readonly bool _ownsModel;
+    private readonly Lock _modelLock = new();
+    private readonly IKvBackend _backend;
+    private readonly string? _backendFallbackReason;
+    private Model? _model;
+    private bool _ownsModel;
     private readonly Tokenizer _tokenizer;
     private readonly Lock _tokenizerLock = new();
     private readonly ModelFolder _folder;
     private readonly KvChatClientOptions _options;
     private readonly PromptRenderer _renderer;
-    private readonly SessionPool<KvSession> _pool;
+    private readonly SessionPool<IKvSession> _pool;
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
     private readonly HashSet<int> _eos;
@@ -91,21 +95,27 @@ public sealed partial class KvChatClient : IChatClient
 
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() ?? NullLogger<KvChatClient>.Instance;
         _ownsModel = ownsModel;
-        _model = model ?? LoadModel(folder.Path);
+        _model = model;
+        var owned = ChooseOwnedBackend(folder, out _backendFallbackReason);
         try
         {
-            _tokenizer = new Tokenizer(_model);
+            // The owned backend runs the decoder itself: the GenAI model is loaded only if something asks for it.
+            _model ??= owned is null ? LoadModel(folder.Path) : null;
+            _ownsModel |= model is null;
+            _tokenizer = _model is null ? new Tokenizer(folder.Path) : new Tokenizer(_model);
             _renderer = new PromptRenderer(_tokenizer, _tokenizerLock, folder, _options.ChatTemplate, _options.ReplyMemoCapacity);
         }
         catch (OnnxRuntimeGenAIException e)
         {
             _tokenizer?.Dispose();
+            owned?.Dispose();
             DisposeOwnedModel();
             throw new InvalidDataException($"GenAI could not load the tokenizer of '{folder.Path}': {e.Message}", e);
         }
         catch
         {
             _tokenizer?.Dispose();
+            owned?.Dispose();
             DisposeOwnedModel();
             throw;
         }
@@ -114,12 +124,14 @@ public sealed partial class KvChatClient : IChatClient
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
-        _pool = new SessionPool<KvSession>(
+        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer);
+        _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,
-            () => new KvSession(_model, _contextTokens, bytesPerToken, folder.SharedBuffer),
+            _backend.CreateSession,
             policy,
-            _options.BlockSize);
+            _options.BlockSize,
+            _backend.CanFork ? static (target, source, length) => target.CopyPrefixFrom(source, length) : null);
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
@@ -127,14 +139,17 @@ public sealed partial class KvChatClient : IChatClient
         {
             var pool = _pool.GetStatistics();
             return (pool.Sessions, pool.BusySessions);
-        });
+        }, _backend.GetStepStatistics);
     }
+
+    /// <summary>Gets the backend that holds the KV caches (never <see cref="KvSessionBackend.Auto"/>).</summary>
+    internal KvSessionBackend Backend => _backend.Kind;
 
     /// <summary>Test hook: called after every reply with its prompt, cached count, generated ids and the session's tokens.</summary>
     internal Action<ReplyTrace>? Trace { get; set; }
 
     /// <summary>Test hook: called before each decode step with the session and the tokens generated so far (fault injection).</summary>
-    internal Action<KvSession, int>? DecodeStepHook { get; set; }
+    internal Action<IKvSession, int>? DecodeStepHook { get; set; }
 
     /// <summary>Gets the number of tokens one session holds at most (prompt plus reply).</summary>
     public int ContextTokens => _contextTokens;
@@ -187,6 +202,7 @@ public sealed partial class KvChatClient : IChatClient
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
             var lease = await _pool.AcquireAsync(prompt, rendered.IdentityLength, linked.Token).ConfigureAwait(false);
+            RecordFork(lease);
             return await Task.Run(
                 () =>
                 {
@@ -195,7 +211,7 @@ public sealed partial class KvChatClient : IChatClient
                         _metrics.RecordLease(lease.Evicted);
                         var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
                         lease.Session.Extend(keep, prompt.AsSpan(keep));
-                        _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
+                        _pool.Commit(lease, TokensOf(lease.Session), prompt.Length);
                         _pool.Pin(lease);
                         lease.Release();
                         Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
@@ -239,7 +255,7 @@ public sealed partial class KvChatClient : IChatClient
 
         if (serviceType == typeof(Model))
         {
-            return _model;
+            return GenAiModel;
         }
 
         if (serviceType == typeof(Tokenizer))
@@ -262,10 +278,65 @@ public sealed partial class KvChatClient : IChatClient
         _idle.Wait();
         _metrics.Dispose();
         _pool.Dispose();
+        _backend.Dispose();
         _tokenizer.Dispose();
         DisposeOwnedModel();
         _disposeCts.Dispose();
         _idle.Dispose();
+    }
+
+    /// <summary>
+    /// Gets the GenAI model: the one the client was given or loaded, or, with the owned backend, loaded on first use
+    /// (structured output runs in GenAI's guided sampler; <c>GetService(typeof(Model))</c>).
+    /// </summary>
+    private Model GenAiModel
+    {
+        get
+        {
+            if (Volatile.Read(ref _model) is { } model)
+            {
+                return model;
+            }
+
+            lock (_modelLock)
+            {
+                ThrowIfDisposed();
+                _model ??= LoadModel(_folder.Path);
+                _ownsModel = true;
+                return _model;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Loads the owned-KV backend unless the options ask for the generator, or it declines the model (then returns null
+    /// with the reason, logged). A model that a forced <see cref="KvSessionBackend.Owned"/> cannot drive is an error.
+    /// </summary>
+    private OwnedBackend? ChooseOwnedBackend(ModelFolder folder, out string? reason)
+    {
+        reason = null;
+        if (_options.SessionBackend == KvSessionBackend.Generator)
+        {
+            return null;
+        }
+
+        var threads = folder.Decoder.IntraOpThreads ?? Math.Max(1, Environment.ProcessorCount / 2);
+        var owned = OwnedBackend.TryCreate(folder, _contextTokens, _options.MaxSessions, threads, out reason);
+        if (owned is null)
+        {
+            if (_options.SessionBackend == KvSessionBackend.Owned)
+            {
+                throw new NotSupportedException($"KvChatClientOptions.SessionBackend is Owned, but the owned-KV backend cannot drive '{folder.Path}': {reason}");
+            }
+
+            Log.OwnedBackendDeclined(_logger, folder.Path, reason!);
+        }
+        else if (owned.BatchingNote is { } note)
+        {
+            Log.BatchingOff(_logger, note);
+        }
+
+        return owned;
     }
 
     private static Model LoadModel(string path)
@@ -291,8 +362,17 @@ public sealed partial class KvChatClient : IChatClient
     private KvCacheStatistics GetStatistics()
     {
         var pool = _pool.GetStatistics();
+        var steps = _backend.GetStepStatistics();
         return new KvCacheStatistics
         {
+            Backend = _backend.Kind,
+            BackendFallbackReason = _backendFallbackReason,
+            Forks = pool.Forks,
+            ForkedTokens = pool.ForkedTokens,
+            DecodeSteps = steps.Steps,
+            DecodeStepRows = steps.Rows,
+            MaxDecodeBatchSize = steps.MaxBatchSize,
+            DecodeBatchingNote = steps.BatchingNote,
             Sessions = pool.Sessions,
             BusySessions = pool.BusySessions,
             PinnedSessions = pool.PinnedSessions,
@@ -308,6 +388,18 @@ public sealed partial class KvChatClient : IChatClient
             OutputTokens = Interlocked.Read(ref _outputTokens),
             RetokenizedReplies = _renderer.RetokenizedReplies,
         };
+    }
+
+    private static ReadOnlySpan<int> TokensOf(IKvSession session)
+        => session.Tokens is List<int> list ? CollectionsMarshal.AsSpan(list) : session.Tokens.ToArray();
+
+    private void RecordFork(SessionPool<IKvSession>.Lease lease)
+    {
+        if (lease.ForkedTokens > 0)
+        {
+            _metrics.RecordFork(lease.ForkedTokens);
+            Log.Forked(_logger, lease.ForkedTokens);
+        }
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
@@ -387,6 +479,7 @@ public sealed partial class KvChatClient : IChatClient
             else
             {
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
+                RecordFork(lease);
                 producer = Task.Run(() => Generate(requestId, prompt, request, lease, channel.Writer, reply, started, token), CancellationToken.None);
             }
 

@@ -22,6 +22,7 @@ public sealed class KvChatClientOptions
     private int _blockSize = 16;
     private int _maxConversations = 1024;
     private int _replyMemoCapacity = 1024;
+    private KvSessionBackend _sessionBackend = KvSessionBackend.Auto;
 
     /// <summary>
     /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
@@ -92,6 +93,27 @@ public sealed class KvChatClientOptions
             ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
             _blockSize = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets which runtime holds the KV caches. <see cref="KvSessionBackend.Auto"/> takes the owned-KV backend
+    /// (prefix forks: a shared system prompt is prefilled once per process; concurrent sessions decode in one batched
+    /// Run) when the model's decoder is one it can drive, and the GenAI generator backend otherwise, logging why.
+    /// </summary>
+    /// <value>The default value is <see cref="KvSessionBackend.Auto"/>.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a defined <see cref="KvSessionBackend"/>.</exception>
+    public KvSessionBackend SessionBackend
+    {
+        get => _sessionBackend;
+        set
+        {
+            if (!Enum.IsDefined(value))
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "Unknown session backend.");
+            }
+
+            _sessionBackend = value;
         }
     }
 

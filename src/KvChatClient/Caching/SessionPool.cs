@@ -55,6 +55,7 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     private readonly Lock _lock = new();
     private readonly Func<TSession> _factory;
+    private readonly Action<TSession, TSession, int>? _copyPrefix;
     private readonly PrefixIndex<Slot> _index;
     private readonly List<Slot> _slots = [];
     private readonly List<PrefixCandidate<Slot>> _candidates = [];
@@ -70,6 +71,8 @@ internal sealed class SessionPool<TSession> : IDisposable
     private long _evictions;
     private long _discards;
     private long _cachedTokens;
+    private long _forks;
+    private long _forkedTokens;
 
     /// <summary>
     /// Creates an empty pool.
@@ -82,12 +85,17 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// The prefix-index block size: a session is found by prefix only if it shares at least this many
     /// tokens with the prompt.
     /// </param>
+    /// <param name="copyPrefix">
+    /// Copies a prefix into a session: <c>(target, source, length)</c> makes target hold source's first length tokens.
+    /// <see langword="null"/> when sessions cannot copy KV; otherwise the pool forks (see the remarks).
+    /// </param>
     public SessionPool(
         int maxSessions,
         long maxBytes,
         Func<TSession> factory,
         BusySessionPolicy busyPolicy = BusySessionPolicy.TakeOther,
-        int blockSize = DefaultBlockSize)
+        int blockSize = DefaultBlockSize,
+        Action<TSession, TSession, int>? copyPrefix = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSessions, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1L);
@@ -101,6 +109,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         MaxBytes = maxBytes;
         BusyPolicy = busyPolicy;
         _factory = factory;
+        _copyPrefix = copyPrefix;
         _index = new PrefixIndex<Slot>(blockSize, seed: 0);
     }
 
@@ -144,7 +153,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     public async ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, int identityLength, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var waiter = TryLeaseOrEnqueue(prompt, identityLength, out var lease);
+        var waiter = TryLeaseOrEnqueue(prompt, identityLength, out var grant);
         if (waiter is not null)
         {
             var registration = cancellationToken.UnsafeRegister(
@@ -152,11 +161,31 @@ internal sealed class SessionPool<TSession> : IDisposable
                 waiter);
             await using (registration.ConfigureAwait(false))
             {
-                lease = await waiter.Completion.Task.ConfigureAwait(false);
+                grant = await waiter.Completion.Task.ConfigureAwait(false);
             }
         }
 
-        return lease ?? CreateReservedSession();
+        Lease lease;
+        try
+        {
+            lease = grant.Lease ?? CreateReservedSession();
+        }
+        catch
+        {
+            if (grant.ForkSource is not null)
+            {
+                EndRead(grant.ForkSource);
+            }
+
+            throw;
+        }
+
+        if (grant.ForkSource is not null)
+        {
+            Fork(lease, grant.ForkSource, grant.ForkLength, prompt.Span);
+        }
+
+        return lease;
     }
 
     /// <summary>
@@ -246,7 +275,9 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _misses,
                 _evictions,
                 _discards,
-                _cachedTokens);
+                _cachedTokens,
+                _forks,
+                _forkedTokens);
         }
     }
 
@@ -273,7 +304,10 @@ internal sealed class SessionPool<TSession> : IDisposable
                 if (!slot.IsBusy)
                 {
                     RemoveSlot(slot);
-                    idle.Add(slot.Session);
+                    if (DisposeOrDefer(slot) is { } session)
+                    {
+                        idle.Add(session);
+                    }
                 }
             }
 
@@ -310,7 +344,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
     }
 
-    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, int identityLength, out Lease? lease)
+    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, int identityLength, out Grant lease)
     {
         lock (_lock)
         {
@@ -326,19 +360,57 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
     }
 
-    // Under the lock. Returns false when the request must wait; true with a lease, or true with null
-    // when a creation slot has been reserved for the caller (who calls the factory outside the lock).
-    private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Lease? lease)
+    // Under the lock. Returns false when the request must wait; true with a lease, or true with a null lease
+    // when a creation slot has been reserved for the caller (who calls the factory outside the lock). Either may
+    // come with a fork source: the caller copies that slot's prefix into its session (see Fork).
+    private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Grant grant)
+    {
+        var decided = TryDecideTarget(prompt, identityLength, out var lease, out var target, out var targetLength, out var source, out var sourceLength);
+        if (decided && source is not null && sourceLength > targetLength && !ReferenceEquals(source, target))
+        {
+            source.Readers++;
+            grant = new Grant(lease, source, sourceLength);
+        }
+        else
+        {
+            grant = new Grant(lease, null, 0);
+        }
+
+        return decided;
+    }
+
+    // Under the lock: the session a prompt takes (or a creation) and the slot holding the longest prefix that may be
+    // copied: an idle slot's whole common prefix, a busy one's only below what its holder may rewrite.
+    private bool TryDecideTarget(
+        ReadOnlySpan<int> prompt,
+        int identityLength,
+        out Lease? lease,
+        out Slot? target,
+        out int targetLength,
+        out Slot? source,
+        out int sourceLength)
     {
         _index.FindCandidates(prompt, _candidates);
         Slot? bestIdle = null;
         var bestIdleLength = 0;
         var bestBusyLength = 0;
+        source = null;
+        sourceLength = 0;
         foreach (var candidate in _candidates)
         {
             var slot = candidate.Entry;
             var length = candidate.CommonPrefixLength;
-            if (slot.IsBusy)
+            if (_copyPrefix is not null)
+            {
+                var copyable = Math.Min(slot.IsBusy ? Math.Min(length, slot.StableLength) : length, prompt.Length);
+                if (copyable > sourceLength)
+                {
+                    source = slot;
+                    sourceLength = copyable;
+                }
+            }
+
+            if (slot.IsBusy || slot.Readers > 0)
             {
                 bestBusyLength = Math.Max(bestBusyLength, length);
             }
@@ -350,6 +422,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
 
         _candidates.Clear();
+        target = null;
+        targetLength = 0;
         if (bestBusyLength > bestIdleLength && BusyPolicy == BusySessionPolicy.Wait)
         {
             lease = null;
@@ -366,7 +440,8 @@ internal sealed class SessionPool<TSession> : IDisposable
             && bestIdleLength < prompt.Length - 1;
         if (bestIdle is not null && !(truncates && HasFreeCapacity()))
         {
-            lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true);
+            (target, targetLength) = (bestIdle, bestIdleLength);
+            lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true, prompt.Length);
             return true;
         }
 
@@ -375,7 +450,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         Slot? pinned = null;
         foreach (var slot in _slots)
         {
-            if (slot.IsBusy)
+            if (slot.IsBusy || slot.Readers > 0)
             {
                 continue;
             }
@@ -396,7 +471,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         if (empty is not null)
         {
-            lease = LeaseSlot(empty, 0, isHit: false);
+            target = empty;
+            lease = LeaseSlot(empty, 0, isHit: false, prompt.Length);
             return true;
         }
 
@@ -410,7 +486,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         var victim = unpinned ?? pinned;
         if (victim is not null)
         {
-            lease = LeaseSlot(victim, _index.GetCommonPrefixLength(victim, prompt), isHit: false);
+            (target, targetLength) = (victim, _index.GetCommonPrefixLength(victim, prompt));
+            lease = LeaseSlot(victim, targetLength, isHit: false, prompt.Length);
             return true;
         }
 
@@ -445,8 +522,11 @@ internal sealed class SessionPool<TSession> : IDisposable
         return count == 0 || _totalBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
     }
 
-    private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit)
+    private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit, int promptLength)
     {
+        // The holder keeps at most min(common prefix, prompt - 1) tokens (at least one token is computed for logits):
+        // positions below that are not rewritten while the lease lasts, so a fork may copy them.
+        slot.StableLength = Math.Min(commonPrefixLength, promptLength - 1);
         var evicted = !isHit && slot.TokenCount > 0;
         if (commonPrefixLength < slot.PinnedLength)
         {
@@ -472,6 +552,63 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         _cachedTokens += commonPrefixLength;
         return new Lease(this, slot, commonPrefixLength, isNew: false, evicted, isHit);
+    }
+
+    /// <summary>
+    /// Copies <paramref name="source"/>'s first <paramref name="length"/> tokens into the lease's session (outside the
+    /// lock: the source is marked as read, so it is neither leased nor disposed meanwhile, and a busy source's holder
+    /// does not rewrite those positions). On failure the target session is discarded and the error propagates.
+    /// </summary>
+    private void Fork(Lease lease, Slot source, int length, ReadOnlySpan<int> prompt)
+    {
+        try
+        {
+            _copyPrefix!(lease.Session, source.Session, length);
+        }
+        catch
+        {
+            EndRead(source);
+            lease.Discard();
+            throw;
+        }
+
+        TSession? toDispose;
+        lock (_lock)
+        {
+            toDispose = EndReadLocked(source);
+            var slot = lease.Slot;
+            _index.Set(slot, prompt[..length]);
+            slot.TokenCount = length;
+            slot.ReplyStart = 0;
+            slot.PinnedLength = 0;
+            slot.StableLength = Math.Min(length, prompt.Length - 1);
+            _cachedTokens += length - lease.CommonPrefixLength;
+            lease.CommonPrefixLength = length;
+            lease.ForkedTokens = length;
+            _forks++;
+            _forkedTokens += length;
+        }
+
+        toDispose?.Dispose();
+    }
+
+    private void EndRead(Slot source)
+    {
+        TSession? toDispose;
+        lock (_lock)
+        {
+            toDispose = EndReadLocked(source);
+        }
+
+        toDispose?.Dispose();
+    }
+
+    // Under the lock: one reader fewer; returns the session to dispose when it was discarded while read.
+    private TSession? EndReadLocked(Slot source)
+    {
+        source.Readers--;
+        ServeWaiters();
+        return source.Readers == 0 && source.DisposeAfterRead ? source.Session : null;
     }
 
     private Lease CreateReservedSession()
@@ -508,6 +645,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _totalBytes += size;
                 _lastCreatedBytes = size;
                 _misses++;
+                slot.StableLength = 0;
                 return new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
             }
         }
@@ -544,7 +682,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 lease.State = LeaseState.Discarded;
                 RemoveSlot(slot);
                 _discards++;
-                toDispose = slot.Session;
+                toDispose = DisposeOrDefer(slot);
             }
             else
             {
@@ -561,7 +699,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 if (_disposed)
                 {
                     RemoveSlot(slot);
-                    toDispose = slot.Session;
+                    toDispose = DisposeOrDefer(slot);
                 }
             }
 
@@ -579,11 +717,11 @@ internal sealed class SessionPool<TSession> : IDisposable
         {
             var next = node.Next;
             var waiter = node.Value;
-            if (TryDecide(waiter.Prompt.Span, waiter.IdentityLength, out var lease))
+            if (TryDecide(waiter.Prompt.Span, waiter.IdentityLength, out var grant))
             {
                 _waiters.Remove(node);
                 waiter.Node = null;
-                waiter.Completion.TrySetResult(lease);
+                waiter.Completion.TrySetResult(grant);
             }
 
             node = next;
@@ -604,6 +742,19 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
 
         waiter.Completion.TrySetCanceled(cancellationToken);
+    }
+
+    // Under the lock, for a removed slot: its session to dispose now, or null when a fork is reading it (the last
+    // reader disposes it).
+    private static TSession? DisposeOrDefer(Slot slot)
+    {
+        if (slot.Readers > 0)
+        {
+            slot.DisposeAfterRead = true;
+            return null;
+        }
+
+        return slot.Session;
     }
 
     private void RemoveSlot(Slot slot)
@@ -666,7 +817,10 @@ internal sealed class SessionPool<TSession> : IDisposable
         /// Gets the exact number of leading prompt tokens that the session's committed tokens hold. The
         /// holder must rewind the session to at most this many tokens before extending it.
         /// </summary>
-        public int CommonPrefixLength { get; }
+        public int CommonPrefixLength { get; internal set; }
+
+        /// <summary>Gets the tokens copied into the session from another session's prefix for this lease (0: no fork).</summary>
+        public int ForkedTokens { get; internal set; }
 
         /// <summary>Gets whether the session was created for this lease.</summary>
         public bool IsNew { get; }
@@ -722,7 +876,19 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         /// <summary>The length of the pinned prefix; 0 when not pinned.</summary>
         public int PinnedLength { get; set; }
+
+        /// <summary>While busy: the positions its holder does not rewrite (a fork may copy them).</summary>
+        public int StableLength { get; set; }
+
+        /// <summary>The forks copying from this slot now: it is not leased, and not disposed, until they end.</summary>
+        public int Readers { get; set; }
+
+        /// <summary>Whether the slot was removed while read: the last reader disposes its session.</summary>
+        public bool DisposeAfterRead { get; set; }
     }
+
+    /// <summary>A decision for one request: a lease (null: create a session), and maybe a prefix to copy into it.</summary>
+    internal readonly record struct Grant(Lease? Lease, Slot? ForkSource, int ForkLength);
 
     /// <summary>A request waiting for a session.</summary>
     private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt, int identityLength)
@@ -731,8 +897,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         public int IdentityLength { get; } = identityLength;
 
-        /// <summary>Completes with a lease, or with null for a reserved creation slot.</summary>
-        public TaskCompletionSource<Lease?> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Completes with a lease, or with a null lease for a reserved creation slot.</summary>
+        public TaskCompletionSource<Grant> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         /// <summary>The waiter's place in the queue; null once it has left it.</summary>
         public LinkedListNode<Waiter>? Node { get; set; }

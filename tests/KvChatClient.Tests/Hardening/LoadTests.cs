@@ -29,14 +29,15 @@ public sealed class LoadTests
         return replies;
     }
 
-    [Fact]
-    public async Task EightCallersFiftyTurns_MatchASequentialRun_NoSessionLeaks()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task EightCallersFiftyTurns_MatchASequentialRun_NoSessionLeaks(KvSessionBackend backend)
     {
         const int callers = 8;
         const int turns = 50;
         var path = TestModels.PathOf(ModelKitOptions.Tiny);
         var reference = new List<List<string>>();
-        using (var sequential = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 1 }))
+        using (var sequential = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 1, SessionBackend = backend }))
         {
             for (var c = 0; c < callers; c++)
             {
@@ -44,7 +45,7 @@ public sealed class LoadTests
             }
         }
 
-        using var client = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 4 });
+        using var client = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 4, SessionBackend = backend });
         var results = await Task.WhenAll(Enumerable.Range(0, callers).Select(c => Task.Run(() => ConverseAsync(client, c, turns))));
 
         for (var c = 0; c < callers; c++)

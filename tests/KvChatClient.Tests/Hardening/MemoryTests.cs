@@ -16,12 +16,13 @@ public sealed class MemoryTests
     /// Short conversations, each new: memory stays flat after warm-up and the session bound holds. The full soak
     /// (KVCHAT_SOAK_CONVERSATIONS=1000) runs the same test longer.
     /// </summary>
-    [Fact]
-    public async Task ManyShortConversations_MemoryStaysFlat_SessionBoundHolds()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task ManyShortConversations_MemoryStaysFlat_SessionBoundHolds(KvSessionBackend backend)
     {
         var total = int.TryParse(Environment.GetEnvironmentVariable("KVCHAT_SOAK_CONVERSATIONS"), out var n) ? n : 600;
         var warmUp = total / 2;
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 3 });
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 3, SessionBackend = backend });
         var samples = new List<(double X, long Managed, long WorkingSet)>();
         for (var i = 0; i < total; i++)
         {
