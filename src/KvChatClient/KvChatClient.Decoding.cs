@@ -229,6 +229,12 @@ public sealed partial class KvChatClient
             _metrics.RecordLease(lease.Evicted);
             session.Prefill(prompt, keep);
             prefilled = true;
+            if (_backend.CanFork)
+            {
+                // The loop only appends from here: other requests may copy the prompt's KV while this reply decodes.
+                _pool.Commit(lease, prompt, prompt.Length, appendOnly: true);
+            }
+
             Interlocked.Add(ref _cachedInputTokens, keep);
             Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
             _metrics.RecordPrompt(keep, prompt.Length - keep);

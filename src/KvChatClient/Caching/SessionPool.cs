@@ -202,9 +202,13 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// this one) and takes free capacity rather than truncate this session; one that diverges inside the reply (a reply
     /// cut by a stop string or cancellation, or regenerated) reuses it.
     /// </param>
+    /// <param name="appendOnly">
+    /// Whether the holder only appends to <paramref name="tokens"/> for the rest of the lease (the decode loop after its
+    /// prefill): their KV then stays as it is, and a fork may copy them while the session is busy.
+    /// </param>
     /// <remarks>Also reads the session's <see cref="IPooledSession.ByteSize"/>.</remarks>
     /// <exception cref="InvalidOperationException">The lease has been released or discarded.</exception>
-    public void Commit(Lease lease, ReadOnlySpan<int> tokens, int? replyStart = null)
+    public void Commit(Lease lease, ReadOnlySpan<int> tokens, int? replyStart = null, bool appendOnly = false)
     {
         ArgumentNullException.ThrowIfNull(lease);
         lock (_lock)
@@ -219,6 +223,11 @@ internal sealed class SessionPool<TSession> : IDisposable
 
             _index.Set(slot, tokens);
             slot.TokenCount = tokens.Length;
+            if (appendOnly)
+            {
+                slot.StableLength = Math.Max(slot.StableLength, tokens.Length);
+            }
+
             slot.ReplyStart = Math.Min(replyStart ?? slot.ReplyStart, tokens.Length);
             _totalBytes += size - slot.ByteSize;
             slot.ByteSize = size;

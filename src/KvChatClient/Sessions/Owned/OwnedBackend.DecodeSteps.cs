@@ -18,6 +18,21 @@ internal sealed unsafe partial class OwnedBackend
     private long _rows;
     private int _maxBatch;
 
+    /// <summary>Gets the lock every Run and KV copy holds (tests hold it to gather a batch deterministically).</summary>
+    internal Lock RunLock => _runLock;
+
+    /// <summary>Gets the number of decode steps waiting for a Run.</summary>
+    internal int WaitingSteps
+    {
+        get
+        {
+            lock (_queueLock)
+            {
+                return _waiting.Count;
+            }
+        }
+    }
+
     /// <summary>Why decode steps run one session at a time, or <see langword="null"/> when they are batched.</summary>
     public string? BatchingNote => _batchingNote;
 

@@ -69,7 +69,7 @@ internal sealed partial class OwnedBackend
                 ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
                 : operators.Contains("If")
                     ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
-                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"));
+                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Select(t => t.Id)]);
         }
         catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
         {
@@ -205,11 +205,13 @@ internal sealed partial class OwnedBackend
 
     /// <summary>
     /// Compares batched decode steps with single ones bit for bit, on three slots holding 3, 5 and 1 tokens (rows of
-    /// different lengths, and a padding row when the middle one sits out). Returns why batching is off, or null.
+    /// different lengths, and a padding row when the middle one sits out), with the tokenizer's added tokens (role
+    /// markers, which position-dependent layers react to) among the ids. Returns why batching is off, or null.
     /// </summary>
-    private string? ProbeBatching(bool int4)
+    private string? ProbeBatching(bool int4, int[] addedTokens)
     {
-        int[][] prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]];
+        int Added(int i) => addedTokens.Length > 0 ? addedTokens[i % addedTokens.Length] : i;
+        int[][] prompts = [[Added(0), 2, 3], [Added(1), 5, Added(0), 7, 8], [9]];
         var scratch = new float[Vocab];
         for (var slot = 0; slot < prompts.Length; slot++)
         {
