@@ -18,6 +18,16 @@ public sealed record KvCacheStatistics
     /// <summary>Gets the tokens those copies held (counted in <see cref="CachedInputTokens"/> too).</summary>
     public long ForkedTokens { get; init; }
 
+    /// <summary>
+    /// Gets the parked copies of conversations whose session another request took over (owned-KV backend): each holds
+    /// exactly its tokens' KV, and its conversation comes back by a copy instead of a prefill. Not counted in
+    /// <see cref="Sessions"/>; least recently used ones are dropped to keep <see cref="KvBytes"/> within the memory bound.
+    /// </summary>
+    public int ParkedConversations { get; init; }
+
+    /// <summary>Gets the bytes of the parked copies (counted in <see cref="KvBytes"/>).</summary>
+    public long ParkedBytes { get; init; }
+
     /// <summary>Gets the decode Runs of the owned-KV backend (0 with the generator backend).</summary>
     public long DecodeSteps { get; init; }
 
@@ -45,7 +55,7 @@ public sealed record KvCacheStatistics
     /// <summary>Gets the KV-cache bytes one session holds at most (allocated up front with a shared-buffer model).</summary>
     public required long KvBytesPerSession { get; init; }
 
-    /// <summary>Gets the KV-cache bytes all sessions hold.</summary>
+    /// <summary>Gets the KV-cache bytes all sessions hold (parked copies included).</summary>
     public required long KvBytes { get; init; }
 
     /// <summary>Gets the requests served (completed, failed or cancelled) since the client was created.</summary>

@@ -131,7 +131,8 @@ public sealed partial class KvChatClient : IChatClient
             _backend.CreateSession,
             policy,
             _options.BlockSize,
-            _backend.CanFork ? static (target, source, length) => target.CopyPrefixFrom(source, length) : null);
+            _backend.CanFork ? static (target, source, tokens) => target.CopyPrefixFrom(source, tokens) : null,
+            _backend.CanFork ? static (session, length) => session.Park(length) : null);
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
@@ -378,6 +379,8 @@ public sealed partial class KvChatClient : IChatClient
             PinnedSessions = pool.PinnedSessions,
             KvBytesPerSession = _folder.KvBytesPerToken * _contextTokens,
             KvBytes = pool.TotalBytes,
+            ParkedConversations = pool.ParkedSessions,
+            ParkedBytes = pool.ParkedBytes,
             Requests = Interlocked.Read(ref _requests),
             CacheHits = pool.Hits,
             CacheMisses = pool.Misses,

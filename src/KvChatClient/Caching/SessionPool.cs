@@ -55,7 +55,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     private readonly Lock _lock = new();
     private readonly Func<TSession> _factory;
-    private readonly Action<TSession, TSession, int>? _copyPrefix;
+    private readonly CopyPrefix? _copyPrefix;
+    private readonly Func<TSession, int, TSession>? _park;
     private readonly PrefixIndex<Slot> _index;
     private readonly List<Slot> _slots = [];
     private readonly List<PrefixCandidate<Slot>> _candidates = [];
@@ -73,6 +74,9 @@ internal sealed class SessionPool<TSession> : IDisposable
     private long _cachedTokens;
     private long _forks;
     private long _forkedTokens;
+    private long _parks;
+    private int _parkedCount;
+    private long _parkedBytes;
 
     /// <summary>
     /// Creates an empty pool.
@@ -86,8 +90,12 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// tokens with the prompt.
     /// </param>
     /// <param name="copyPrefix">
-    /// Copies a prefix into a session: <c>(target, source, length)</c> makes target hold source's first length tokens.
+    /// Copies a prefix into a session: <c>(target, source, tokens)</c> makes target hold source's first tokens (given).
     /// <see langword="null"/> when sessions cannot copy KV; otherwise the pool forks (see the remarks).
+    /// </param>
+    /// <param name="park">
+    /// Copies a session's first tokens into a parked session that holds no live slot (<c>(session, length)</c>): a
+    /// conversation taken over keeps its KV there, and comes back by a fork. <see langword="null"/>: none is kept.
     /// </param>
     public SessionPool(
         int maxSessions,
@@ -95,7 +103,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         Func<TSession> factory,
         BusySessionPolicy busyPolicy = BusySessionPolicy.TakeOther,
         int blockSize = DefaultBlockSize,
-        Action<TSession, TSession, int>? copyPrefix = null)
+        CopyPrefix? copyPrefix = null,
+        Func<TSession, int, TSession>? park = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSessions, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1L);
@@ -110,6 +119,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         BusyPolicy = busyPolicy;
         _factory = factory;
         _copyPrefix = copyPrefix;
+        _park = copyPrefix is null ? null : park;
         _index = new PrefixIndex<Slot>(blockSize, seed: 0);
     }
 
@@ -178,6 +188,11 @@ internal sealed class SessionPool<TSession> : IDisposable
             }
 
             throw;
+        }
+
+        if (grant.ParkTokens is not null)
+        {
+            Park(lease, grant.ParkTokens, grant.ForkSource);
         }
 
         if (grant.ForkSource is not null)
@@ -275,7 +290,7 @@ internal sealed class SessionPool<TSession> : IDisposable
             }
 
             return new SessionPoolStatistics(
-                _slots.Count,
+                _slots.Count - _parkedCount,
                 _busyCount,
                 pinned,
                 _waiters.Count,
@@ -286,7 +301,10 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _discards,
                 _cachedTokens,
                 _forks,
-                _forkedTokens);
+                _forkedTokens,
+                _parkedCount,
+                _parkedBytes,
+                _parks);
         }
     }
 
@@ -375,14 +393,24 @@ internal sealed class SessionPool<TSession> : IDisposable
     private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Grant grant)
     {
         var decided = TryDecideTarget(prompt, identityLength, out var lease, out var target, out var targetLength, out var source, out var sourceLength);
+        int[]? park = null;
+        if (decided && _park is not null && target is not null && targetLength < target.ReplyStart && target.TokenCount - targetLength >= _index.BlockSize)
+        {
+            // The target holds another conversation (or an earlier version of this one) past the shared prefix: keep a
+            // parked copy, so that conversation comes back by a fork instead of a prefill.
+            park = _index.GetTokens(target).ToArray();
+        }
+
         if (decided && source is not null && sourceLength > targetLength && !ReferenceEquals(source, target))
         {
+            // The holder replaces the target's content: nothing of it may be copied until the fork has committed.
+            target?.StableLength = 0;
             source.Readers++;
-            grant = new Grant(lease, source, sourceLength);
+            grant = new Grant(lease, source, sourceLength, park);
         }
         else
         {
-            grant = new Grant(lease, null, 0);
+            grant = new Grant(lease, null, 0, park);
         }
 
         return decided;
@@ -417,6 +445,11 @@ internal sealed class SessionPool<TSession> : IDisposable
                     source = slot;
                     sourceLength = copyable;
                 }
+            }
+
+            if (slot.IsParked)
+            {
+                continue;
             }
 
             if (slot.IsBusy || slot.Readers > 0)
@@ -459,7 +492,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         Slot? pinned = null;
         foreach (var slot in _slots)
         {
-            if (slot.IsBusy || slot.Readers > 0)
+            if (slot.IsBusy || slot.Readers > 0 || slot.IsParked)
             {
                 continue;
             }
@@ -520,15 +553,75 @@ internal sealed class SessionPool<TSession> : IDisposable
     private static Slot LeastRecentlyUsed(Slot? current, Slot slot) =>
         current is null || slot.LastUsed < current.LastUsed ? slot : current;
 
+    // Parked sessions neither count as sessions nor block a creation: they are trimmed to make room (TrimParked).
     private bool CanCreate()
     {
-        var count = _slots.Count + _pendingCreations;
+        var count = _slots.Count - _parkedCount + _pendingCreations;
         if (count >= MaxSessions)
         {
             return false;
         }
 
-        return count == 0 || _totalBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
+        return count == 0 || _totalBytes - _parkedBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
+    }
+
+    /// <summary>
+    /// Keeps a parked copy of <paramref name="tokens"/> (what the lease's session held before this request takes it
+    /// over), within the memory bound: least recently used parked sessions go first; when it still does not fit it is
+    /// not kept.
+    /// </summary>
+    private void Park(Lease lease, int[] tokens, Slot? forkSource)
+    {
+        var parked = _park!(lease.Session, tokens.Length);
+        var size = parked.ByteSize;
+        List<TSession> toDispose = [];
+        lock (_lock)
+        {
+            if (_disposed || _totalBytes + size > MaxBytes + _parkedBytes)
+            {
+                toDispose.Add(parked);
+            }
+            else
+            {
+                var slot = new Slot(parked, size) { IsParked = true, TokenCount = tokens.Length, ReplyStart = tokens.Length, LastUsed = ++_clock };
+                _slots.Add(slot);
+                _index.Set(slot, tokens);
+                _totalBytes += size;
+                _parkedBytes += size;
+                _parkedCount++;
+                _parks++;
+                TrimParked(toDispose, keep: forkSource);
+            }
+        }
+
+        foreach (var session in toDispose)
+        {
+            session.Dispose();
+        }
+    }
+
+    // Under the lock: removes least recently used parked sessions (not being read) until the bytes fit.
+    private void TrimParked(List<TSession> toDispose, Slot? keep = null)
+    {
+        while (_totalBytes > MaxBytes)
+        {
+            Slot? oldest = null;
+            foreach (var slot in _slots)
+            {
+                if (slot.IsParked && slot.Readers == 0 && !ReferenceEquals(slot, keep))
+                {
+                    oldest = LeastRecentlyUsed(oldest, slot);
+                }
+            }
+
+            if (oldest is null)
+            {
+                return;
+            }
+
+            RemoveSlot(oldest);
+            toDispose.Add(oldest.Session);
+        }
     }
 
     private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit, int promptLength)
@@ -572,7 +665,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     {
         try
         {
-            _copyPrefix!(lease.Session, source.Session, length);
+            _copyPrefix!(lease.Session, source.Session, prompt[..length]);
         }
         catch
         {
@@ -585,6 +678,13 @@ internal sealed class SessionPool<TSession> : IDisposable
         lock (_lock)
         {
             toDispose = EndReadLocked(source);
+            if (source.IsParked && length == source.TokenCount && _slots.Contains(source))
+            {
+                // The conversation is live again: its parked copy is not needed.
+                RemoveSlot(source);
+                toDispose = DisposeOrDefer(source);
+            }
+
             var slot = lease.Slot;
             _index.Set(slot, prompt[..length]);
             slot.TokenCount = length;
@@ -642,6 +742,8 @@ internal sealed class SessionPool<TSession> : IDisposable
             throw;
         }
 
+        List<TSession> trimmed = [];
+        Lease? created = null;
         lock (_lock)
         {
             _pendingCreations--;
@@ -655,8 +757,19 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _lastCreatedBytes = size;
                 _misses++;
                 slot.StableLength = 0;
-                return new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
+                TrimParked(trimmed);
+                created = new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
             }
+        }
+
+        foreach (var parked in trimmed)
+        {
+            parked.Dispose();
+        }
+
+        if (created is not null)
+        {
+            return created;
         }
 
         session.Dispose();
@@ -722,7 +835,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     private void ServeWaiters()
     {
         var node = _waiters.First;
-        while (node is not null && (_busyCount < _slots.Count || CanCreate()))
+        while (node is not null && (_busyCount < _slots.Count - _parkedCount || CanCreate()))
         {
             var next = node.Next;
             var waiter = node.Value;
@@ -768,6 +881,12 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     private void RemoveSlot(Slot slot)
     {
+        if (slot.IsParked)
+        {
+            _parkedCount--;
+            _parkedBytes -= slot.ByteSize;
+        }
+
         _slots.Remove(slot);
         _index.Remove(slot);
         _totalBytes -= slot.ByteSize;
@@ -894,10 +1013,16 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         /// <summary>Whether the slot was removed while read: the last reader disposes its session.</summary>
         public bool DisposeAfterRead { get; set; }
+
+        /// <summary>Whether the session is parked: a copy of a taken-over conversation's KV, only ever a fork source.</summary>
+        public bool IsParked { get; init; }
     }
 
+    /// <summary>Makes <paramref name="target"/> hold <paramref name="source"/>'s first <paramref name="tokens"/> (copied).</summary>
+    internal delegate void CopyPrefix(TSession target, TSession source, ReadOnlySpan<int> tokens);
+
     /// <summary>A decision for one request: a lease (null: create a session), and maybe a prefix to copy into it.</summary>
-    internal readonly record struct Grant(Lease? Lease, Slot? ForkSource, int ForkLength);
+    internal readonly record struct Grant(Lease? Lease, Slot? ForkSource, int ForkLength, int[]? ParkTokens = null);
 
     /// <summary>A request waiting for a session.</summary>
     private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt, int identityLength)

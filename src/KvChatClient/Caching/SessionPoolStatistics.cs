@@ -15,6 +15,9 @@ namespace KvChat;
 /// <param name="CachedTokens">The sum of the leases' common prefix lengths: the tokens promised from cache (forked ones included).</param>
 /// <param name="Forks">Leases whose session started from a copy of another session's prefix.</param>
 /// <param name="ForkedTokens">The tokens those copies held.</param>
+/// <param name="ParkedSessions">Parked copies of taken-over conversations held now (not counted in <paramref name="Sessions"/>).</param>
+/// <param name="ParkedBytes">Their bytes (counted in <paramref name="TotalBytes"/>).</param>
+/// <param name="Parks">Conversations parked since the pool was created.</param>
 internal readonly record struct SessionPoolStatistics(
     int Sessions,
     int BusySessions,
@@ -27,4 +30,7 @@ internal readonly record struct SessionPoolStatistics(
     long Discards,
     long CachedTokens,
     long Forks,
-    long ForkedTokens);
+    long ForkedTokens,
+    int ParkedSessions,
+    long ParkedBytes,
+    long Parks);

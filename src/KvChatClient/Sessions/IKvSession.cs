@@ -53,11 +53,19 @@ internal interface IKvSession : IPooledSession
     void ReadLastLogits(Span<float> destination);
 
     /// <summary>
-    /// Replaces what the session holds with the first <paramref name="length"/> tokens of <paramref name="source"/> and
-    /// their KV, copied. The source must not rewrite those positions during the copy (the pool guarantees it).
+    /// Replaces what the session holds with <paramref name="source"/>'s first <paramref name="tokens"/> and their KV,
+    /// copied. The caller passes the tokens (a busy source's own list may be changing) and guarantees that the source
+    /// does not rewrite those positions during the copy (the pool does).
     /// </summary>
     /// <exception cref="NotSupportedException">The backend cannot copy KV (<see cref="CanFork"/> is false).</exception>
-    void CopyPrefixFrom(IKvSession source, int length);
+    void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens);
+
+    /// <summary>
+    /// Copies the first <paramref name="length"/> tokens and their KV into a new parked session that holds no live KV
+    /// slot, only that many positions: it can be a fork source (<see cref="CopyPrefixFrom"/>) or be saved, nothing else.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The backend cannot read its KV (<see cref="CanFork"/> is false).</exception>
+    IKvSession Park(int length);
 
     /// <summary>
     /// Writes the first <paramref name="length"/> tokens the session holds and their KV to <paramref name="destination"/>,

@@ -85,7 +85,7 @@ public sealed class OwnedBackendTests
         using var direct = backend.CreateSession();
         source.Extend(0, prompt);
 
-        fork.CopyPrefixFrom(source, 25);
+        fork.CopyPrefixFrom(source, prompt.AsSpan(0, 25));
         Assert.Equal(prompt[..25], fork.Tokens);
         fork.Extend(25, tail);
         direct.Extend(0, prompt.AsSpan(0, 25));
@@ -182,7 +182,7 @@ public sealed class OwnedBackendTests
         Assert.False(session.CanFork);
         Assert.Throws<NotSupportedException>(() => session.Save(Stream.Null, 1));
         Assert.Throws<NotSupportedException>(() => session.Load(Stream.Null));
-        Assert.Throws<NotSupportedException>(() => session.CopyPrefixFrom(session, 0));
+        Assert.Throws<NotSupportedException>(() => session.CopyPrefixFrom(session, []));
     }
 
     [Fact]
@@ -217,6 +217,31 @@ public sealed class OwnedBackendTests
         harness.Client.DecodeStepHook = null;
         var again = await harness.AskAsync([new(ChatRole.System, System), new(ChatRole.User, "First conversation"), .. firstReply.Messages, new(ChatRole.User, "And then?")], new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken);
         Assert.True(again.Usage!.CachedInputTokenCount > second.Usage.CachedInputTokenCount);
+    }
+
+    [Fact]
+    public async Task ConversationTakenOver_IsParked_AndComesBackByACopy_RepliesMatchTheOracle()
+    {
+        using var harness = new OracleHarness(TinyPath, new KvChatClientOptions { MaxSessions = 1, SessionBackend = KvSessionBackend.Owned });
+        const string System = "A system prompt that both conversations share, long enough for a few index blocks.";
+        List<ChatMessage> a = [new(ChatRole.System, System), new(ChatRole.User, "Conversation A asks its first question here")];
+        a.AddRange((await harness.AskAsync(a, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken)).Messages);
+        var heldByA = harness.Last.SessionTokens.Length;
+
+        // B takes the only session over; A's tokens are parked first.
+        await harness.AskAsync([new(ChatRole.System, System), new(ChatRole.User, "Conversation B")], new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken);
+        var stats = harness.Client.GetService<KvCacheStatistics>()!;
+        Assert.Equal(1, stats.Sessions);
+        Assert.Equal(1, stats.ParkedConversations);
+        Assert.Equal(heldByA * (long)ModelFolder.Read(TinyPath).KvBytesPerToken, stats.ParkedBytes);
+
+        // A comes back: its whole history is copied from the parked KV (B's is parked in turn), only the new turn is prefilled.
+        a.Add(new ChatMessage(ChatRole.User, "And A's second question"));
+        var again = await harness.AskAsync(a, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken);
+        Assert.True(again.Usage!.CachedInputTokenCount >= heldByA - 1, $"cached {again.Usage.CachedInputTokenCount} of the {heldByA} A held");
+        stats = harness.Client.GetService<KvCacheStatistics>()!;
+        Assert.Equal(1, stats.ParkedConversations); // A's copy went live again; B's was parked.
+        Assert.True(stats.Forks >= 1);
     }
 
     private static OwnedBackend Create(int context = 256)

@@ -105,9 +105,11 @@ internal sealed class KvSession : IKvSession
         data[^destination.Length..].CopyTo(destination);
     }
 
-    public void CopyPrefixFrom(IKvSession source, int length) => throw NotOwned();
+    public void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens) => throw NotOwned();
 
     public void Save(Stream destination, int length) => throw NotOwned();
+
+    public IKvSession Park(int length) => throw NotOwned();
 
     public int Load(Stream source) => throw NotOwned();
 

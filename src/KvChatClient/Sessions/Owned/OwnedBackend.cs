@@ -206,8 +206,11 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
         }
     }
 
-    /// <summary>Writes <c>[kv heads, length, head size]</c> floats into the first positions of one layer's K or V of a slot.</summary>
-    internal void WriteKv(int slot, int blockIndex, int length, ReadOnlySpan<float> source)
+    /// <summary>
+    /// Writes the first <paramref name="length"/> positions of <c>[kv heads, sourcePositions, head size]</c> floats into
+    /// the first positions of one layer's K or V of a slot.
+    /// </summary>
+    internal void WriteKv(int slot, int blockIndex, int length, ReadOnlySpan<float> source, int sourcePositions)
     {
         lock (_runLock)
         {
@@ -215,10 +218,13 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
             var perHead = length * HeadSize;
             for (var h = 0; h < KvHeads; h++)
             {
-                source.Slice(h * perHead, perHead).CopyTo(new Span<float>((void*)Position(_blocks[blockIndex], slot, h, 0), perHead));
+                source.Slice(h * sourcePositions * HeadSize, perHead).CopyTo(new Span<float>((void*)Position(_blocks[blockIndex], slot, h, 0), perHead));
             }
         }
     }
+
+    /// <summary>Gets the KV bytes of one token (all layers, K and V).</summary>
+    public long BytesPerToken => Layers * 2L * KvHeads * HeadSize * sizeof(float);
 
     internal long CheckToken(int token)
         => (uint)token < (uint)Vocab

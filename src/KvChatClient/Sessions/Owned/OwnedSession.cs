@@ -114,23 +114,50 @@ internal sealed class OwnedSession : IKvSession
         _logits.CopyTo(destination);
     }
 
-    public void CopyPrefixFrom(IKvSession source, int length)
+    public void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (source is not OwnedSession owned || !ReferenceEquals(owned._backend, _backend))
+        ArgumentNullException.ThrowIfNull(source);
+        var length = tokens.Length;
+        if (source is OwnedSession owned && ReferenceEquals(owned._backend, _backend))
+        {
+            _tokens.Clear();
+            _logitsValid = false;
+            _backend.CopyPrefix(owned.Slot, Slot, length);
+        }
+        else if (source is ParkedSession parked && ReferenceEquals(parked.Backend, _backend))
+        {
+            _tokens.Clear();
+            _logitsValid = false;
+            for (var block = 0; block < _backend.Layers * 2; block++)
+            {
+                _backend.WriteKv(Slot, block, length, parked.Block(block), parked.TokenCount);
+            }
+        }
+        else
         {
             throw new NotSupportedException("A prefix can be copied only from a session of the same owned backend.");
         }
 
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, owned._tokens.Count);
-        _tokens.Clear();
-        _logitsValid = false;
-        _backend.CopyPrefix(owned.Slot, Slot, length);
-        for (var i = 0; i < length; i++)
+        foreach (var token in tokens)
         {
-            _tokens.Add(owned._tokens[i]);
+            _tokens.Add(token);
         }
+    }
+
+    public IKvSession Park(int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, _tokens.Count);
+        var blocks = new float[_backend.Layers * 2][];
+        for (var block = 0; block < blocks.Length; block++)
+        {
+            blocks[block] = new float[_backend.KvHeads * length * _backend.HeadSize];
+            _backend.ReadKv(Slot, block, length, blocks[block]);
+        }
+
+        return new ParkedSession(_backend, [.. _tokens.Take(length)], blocks);
     }
 
     public void Save(Stream destination, int length)
@@ -171,7 +198,7 @@ internal sealed class OwnedSession : IKvSession
         for (var block = 0; block < _backend.Layers * 2; block++)
         {
             KvSnapshotFormat.Read(source, hash, MemoryMarshal.AsBytes(buffer.AsSpan()));
-            _backend.WriteKv(Slot, block, ids.Length, buffer);
+            _backend.WriteKv(Slot, block, ids.Length, buffer, ids.Length);
         }
 
         KvSnapshotFormat.ReadChecksum(source, hash);
