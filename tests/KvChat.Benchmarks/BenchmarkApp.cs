@@ -67,6 +67,12 @@ internal static class BenchmarkApp
             markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
         }
 
+        if (settings.Workloads.Contains(6))
+        {
+            Console.WriteLine("== workload 6: concurrent conversations, decode throughput");
+            markdown += await ConcurrentDecode.RunAsync(model, modelPath, context, settings, text).ConfigureAwait(false);
+        }
+
         Directory.CreateDirectory(settings.OutputDirectory);
         var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
         await File.WriteAllTextAsync(mdPath, markdown).ConfigureAwait(false);
@@ -126,7 +132,7 @@ internal sealed record BenchSettings(
             Value("--out") ?? (quick ? Path.Combine(root, ".artifacts", "benchmarks") : Path.Combine(root, "docs", "benchmarks")),
             Value("--cache") ?? Path.Combine(root, ".artifacts", "models"),
             int.Parse(Value("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture),
-            (Value("--workloads") ?? "1,2,3,4,5").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
+            (Value("--workloads") ?? "1,2,3,4,5,6").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
             quick ? 200 : 1000,
             quick ? 20 : 40,
             quick ? 12 : 32,
