@@ -66,7 +66,11 @@ public sealed class KvChatClientOptions
         }
     }
 
-    /// <summary>Gets or sets the memory bound for KV caches, in bytes: no session is created past it.</summary>
+    /// <summary>
+    /// Gets or sets the memory bound for KV caches, in bytes: no session is created past it. With the owned-KV backend,
+    /// parked copies of conversations whose session another request took over fill what live sessions leave (least
+    /// recently used dropped first), so a conversation coming back is copied rather than prefilled.
+    /// </summary>
     /// <value>The default value is 4 GiB.</value>
     /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
     public long MaxCacheBytes

@@ -33,10 +33,26 @@ namespace KvChat;
 /// not keep the pinned prefix, or when a lease is released without a commit.
 /// </para>
 /// <para>
-/// <b>Bytes.</b> A new session is created only if the committed sizes of the sessions plus the size
+/// <b>Forks</b> (sessions that can copy KV: <c>copyPrefix</c> given). When the session a prompt takes holds less of
+/// it than another session does (another live conversation that must not be truncated, a pinned prefix, a busy
+/// session), the pool copies that longer prefix into the taken session before handing it over, so a prefix shared by
+/// many conversations (a system prompt) is prefilled once per process. A source being copied is marked as read: it is
+/// not leased, and not disposed, until the copy ends. A busy source offers only what its holder cannot rewrite:
+/// positions below min(its lease's common prefix, its prompt - 1), or the tokens the holder committed with
+/// <c>appendOnly</c> (the decode loop does so after its prefill).
+/// </para>
+/// <para>
+/// <b>Parking</b> (<c>park</c> given). When a prompt takes over a session that holds another conversation past the
+/// shared prefix, the pool first keeps a parked copy of that conversation's tokens and KV (exactly that many
+/// positions). A parked session is only ever a fork source: when its conversation comes back, it is copied into the
+/// session that conversation takes, and dropped. Parked sessions are not counted in <c>maxSessions</c>; their bytes
+/// count against <c>maxBytes</c>, and the least recently used are dropped to make room (live sessions first).
+/// </para>
+/// <para>
+/// <b>Bytes.</b> A new session is created only if the committed sizes of the live sessions plus the size
 /// of the last created session (an estimate of the next one) fit in <c>maxBytes</c>; the first
 /// session is always allowed. Sizes are read at creation and at each commit. The bound gates
-/// creation only: it never evicts.
+/// creation only: it never evicts a live session.
 /// </para>
 /// <para>
 /// <b>Threading.</b> Every member is thread-safe. Decisions run under one lock that is never held
