@@ -36,7 +36,7 @@ internal static class BenchmarkApp
         foreach (var workload in Workload.All(settings, system, text).Where(w => settings.Workloads.Contains(w.Number)))
         {
             Console.WriteLine($"== workload {workload.Number}: {workload.Title}");
-            foreach (var way in WayFactory.Names(workload))
+            foreach (var way in WayFactory.Names(workload).Where(w => settings.Ways is null || settings.Ways.Contains(w)))
             {
                 var runs = new List<WorkloadRun>();
                 for (var repeat = 0; repeat < settings.Repeats; repeat++)
@@ -114,7 +114,7 @@ internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallS
 /// <summary>Command-line settings.</summary>
 internal sealed record BenchSettings(
     bool Quick, string? ModelPath, string OutputDirectory, string CacheDirectory, int Repeats, IReadOnlySet<int> Workloads,
-    int SystemTokens, int UserTokens, int ReplyTokens, string Command)
+    int SystemTokens, int UserTokens, int ReplyTokens, string Command, IReadOnlySet<string>? Ways = null)
 {
     public static BenchSettings Parse(string[] args)
     {
@@ -136,7 +136,8 @@ internal sealed record BenchSettings(
             quick ? 200 : 1000,
             quick ? 20 : 40,
             quick ? 12 : 32,
-            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args));
+            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args),
+            Value("--ways")?.Split(',').ToHashSet(StringComparer.Ordinal));
     }
 
     private static string FindRepositoryRoot()
