@@ -244,6 +244,41 @@ public sealed class OwnedBackendTests
         Assert.True(stats.Forks >= 1);
     }
 
+    [Fact]
+    public void GraphScan_ReadsTheDecodersOperators_WithoutParsingWeights()
+    {
+        var gqa = DecoderGraphScan.OperatorTypes(Path.Combine(TinyPath, "model.onnx"));
+        Assert.Contains("com.microsoft:GroupQueryAttention", gqa);
+        Assert.Contains("MatMul", gqa);
+        var concat = DecoderGraphScan.OperatorTypes(Path.Combine(TestModels.PathOf(TestModels.TinyConcat), "model.onnx"));
+        Assert.DoesNotContain("com.microsoft:GroupQueryAttention", concat);
+        Assert.Contains("Concat", concat);
+        var junk = Path.Combine(TestModels.RunDirectory, "junk.onnx");
+        File.WriteAllBytes(junk, [0x3A, 0xFF, 0xFF, 0xFF, 0x0F]);
+        Assert.Throws<InvalidDataException>(() => DecoderGraphScan.OperatorTypes(junk));
+    }
+
+    [Fact]
+    public async Task ScriptedModel_ConcurrentConversations_SayTheScript_BatchedOrNot()
+    {
+        const string Script = "the scripted reply";
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = Script }), new KvChatClientOptions { MaxSessions = 4, SessionBackend = KvSessionBackend.Owned });
+        for (var round = 0; round < 3; round++)
+        {
+            var replies = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(() => client.GetResponseAsync(
+                [new(ChatRole.System, "Scripted."), new(ChatRole.User, new string('q', 1 + (i * 7)) + $" round {round}")],
+                new ChatOptions { MaxOutputTokens = 40 },
+                TestContext.Current.CancellationToken))));
+            Assert.All(replies, r => Assert.Equal(Script, r.Text));
+        }
+
+        // The kit's script layer reads its position from the mask's width, so right-padded rows would see another
+        // position: the load-time probe finds that batched steps differ and turns batching off.
+        var stats = client.GetService<KvCacheStatistics>()!;
+        Assert.Contains("not bit-identical", stats.DecodeBatchingNote, StringComparison.Ordinal);
+        Assert.Equal(1, stats.MaxDecodeBatchSize);
+    }
+
     private static OwnedBackend Create(int context = 256)
         => OwnedBackend.TryCreate(ModelFolder.Read(TinyPath), context, 4, 1, out var reason) ?? throw new InvalidOperationException(reason);
 

@@ -69,7 +69,7 @@ internal sealed partial class OwnedBackend
                 ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
                 : operators.Contains("If")
                     ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
-                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Select(t => t.Id)]);
+                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)]);
         }
         catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
         {
@@ -204,21 +204,49 @@ internal sealed partial class OwnedBackend
     }
 
     /// <summary>
-    /// Compares batched decode steps with single ones bit for bit, on three slots holding 3, 5 and 1 tokens (rows of
-    /// different lengths, and a padding row when the middle one sits out), with the tokenizer's added tokens (role
-    /// markers, which position-dependent layers react to) among the ids. Returns why batching is off, or null.
+    /// Compares batched decode steps with single ones bit for bit, on three slots holding 13, 29 and 2 tokens (rows of
+    /// different lengths, and a padding row when the middle one sits out). Each round starts every row with one of the
+    /// tokenizer's special tokens (role markers, which position-dependent layers react to). Returns why batching is off,
+    /// or null.
     /// </summary>
-    private string? ProbeBatching(bool int4, int[] addedTokens)
+    private string? ProbeBatching(bool int4, int[] specialTokens)
     {
-        int Added(int i) => addedTokens.Length > 0 ? addedTokens[i % addedTokens.Length] : i;
-        int[][] prompts = [[Added(0), 2, 3], [Added(1), 5, Added(0), 7, 8], [9]];
+        int[] starts = specialTokens.Length == 0 ? [1] : [.. specialTokens.Take(4)];
+        try
+        {
+            foreach (var start in starts)
+            {
+                if (ProbeRound(start % Vocab) is { } difference)
+                {
+                    return $"a batched decode step is not bit-identical to single steps on this decoder (max |logit difference| {difference:G3}{(int4 ? "; int4 MatMulNBits" : "")}): decode steps run one session at a time.";
+                }
+            }
+
+            return null;
+        }
+        finally
+        {
+            lock (_queueLock)
+            {
+                _steps = _rows = _maxBatch = 0;
+            }
+        }
+    }
+
+    /// <summary>One probe round; returns the largest logit difference, or null when every batched row equals its single step.</summary>
+    private float? ProbeRound(int start)
+    {
+        // Rows of 13, 29 and 2 tokens: far enough apart that a layer reading its position from the mask's width (not from
+        // the row's own length) sees another position in every row.
+        int[] Row(int length, int first) => [start, .. Enumerable.Range(first, length - 1)];
+        int[][] prompts = [Row(13, 2), Row(29, 20), Row(2, 60)];
         var scratch = new float[Vocab];
         for (var slot = 0; slot < prompts.Length; slot++)
         {
             Prefill(slot, 0, [.. prompts[slot].Select(t => t % Vocab)], scratch);
         }
 
-        StepRequest Request(int slot) => new(slot, new float[Vocab]) { Past = prompts[slot].Length, Token = (10 + slot) % Vocab };
+        StepRequest Request(int slot) => new(slot, new float[Vocab]) { Past = prompts[slot].Length, Token = (11 + slot) % Vocab };
         var singles = new StepRequest[prompts.Length];
         lock (_runLock)
         {
@@ -232,34 +260,30 @@ internal sealed partial class OwnedBackend
             RunGroup(all);
             StepRequest[] padded = [Request(0), Request(2)];
             RunGroup(padded);
-            foreach (var request in all.Concat(padded))
+            foreach (var request in singles.Concat(all).Concat(padded))
             {
                 if (request.Error is { } error)
                 {
                     throw error;
                 }
+            }
 
+            foreach (var request in all.Concat(padded))
+            {
                 var expected = singles[request.Slot].Logits;
                 var difference = 0f;
+                var identical = true;
                 for (var i = 0; i < Vocab; i++)
                 {
                     difference = Math.Max(difference, Math.Abs(expected[i] - request.Logits[i]));
-                    if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(request.Logits[i]) && difference == 0)
-                    {
-                        difference = float.Epsilon;
-                    }
+                    identical &= BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(request.Logits[i]);
                 }
 
-                if (difference != 0)
+                if (!identical)
                 {
-                    return $"a batched decode step is not bit-identical to single steps on this decoder (max |logit difference| {difference:G3}{(int4 ? "; int4 MatMulNBits" : "")}): decode steps run one session at a time.";
+                    return difference;
                 }
             }
-        }
-
-        lock (_queueLock)
-        {
-            _steps = _rows = _maxBatch = 0;
         }
 
         return null;
