@@ -11,13 +11,16 @@ internal static partial class Log
     [LoggerMessage(2, LogLevel.Warning, "Request {RequestId}: the session failed and was discarded.")]
     public static partial void SessionDiscarded(ILogger logger, string requestId, Exception exception);
 
-    [LoggerMessage(3, LogLevel.Warning, "ChatOptions.AdditionalProperties key '{Key}' is not known to KvChatClient and is ignored.")]
+    [LoggerMessage(3, LogLevel.Debug, "ChatOptions.AdditionalProperties key '{Key}' is not known to KvChatClient and is ignored.")]
     public static partial void UnknownAdditionalProperty(ILogger logger, string key);
 
     [LoggerMessage(4, LogLevel.Debug, "Request {RequestId}: {OutputTokens} tokens, finish {FinishReason}, first token after {TimeToFirstTokenMs:F1} ms.")]
     public static partial void ReplyFinished(ILogger logger, string requestId, int outputTokens, string finishReason, double timeToFirstTokenMs);
 
-    [LoggerMessage(6, LogLevel.Warning, "The owned-KV backend declined '{ModelPath}', sessions use GenAI generators: {Reason}")]
+    [LoggerMessage(6, LogLevel.Debug, "ChatOptions.AdditionalProperties key '{Key}' is ignored: {Reason}.")]
+    public static partial void IgnoredAdditionalProperty(ILogger logger, string key, string reason);
+
+    [LoggerMessage(9, LogLevel.Warning, "The owned-KV backend declined '{ModelPath}', sessions use GenAI generators: {Reason}")]
     public static partial void OwnedBackendDeclined(ILogger logger, string modelPath, string reason);
 
     [LoggerMessage(7, LogLevel.Information, "Owned-KV backend: {Note}")]
