@@ -10,6 +10,11 @@ internal sealed class LlamaCppRunner : IDisposable
     private readonly LLamaWeights _weights;
     private readonly ModelParams _parameters;
 
+    static LlamaCppRunner()
+    {
+        NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+    }
+
     public LlamaCppRunner(string ggufPath, uint contextSize = 1024, bool f32Cache = true)
     {
         _parameters = new ModelParams(ggufPath)
