@@ -23,13 +23,12 @@ internal static class BenchmarkApp
         var settings = BenchSettings.Parse(args);
         var loadAtStart = Report.LoadAverage();
         using var handle = new OgaHandle();
-        var models = new List<(string Label, string Path, IReadOnlySet<int> Workloads)>
+        // The first model runs every workload asked for; the real shapes after it run the workloads the peer runs too.
+        var models = new List<(string Label, string Path, IReadOnlySet<int> Workloads)>();
+        foreach (var (name, index) in settings.Models.Select((m, i) => (m, i)))
         {
-            (settings.Quick ? "tiny" : "bench", settings.ModelPath ?? GenerateModel(settings, settings.Quick ? ModelKitOptions.Tiny : ModelKitOptions.Bench, settings.Quick ? "tiny" : "bench"), settings.Workloads),
-        };
-        foreach (var shape in settings.Shapes)
-        {
-            models.Add((shape, GenerateModel(settings, ModelKitOptions.FromPreset(shape), shape), settings.Workloads.Intersect(PeerWorkloads).ToHashSet()));
+            var path = index == 0 && settings.ModelPath is not null ? settings.ModelPath : GenerateModel(settings, ModelKitOptions.FromPreset(name), name);
+            models.Add((name, path, index == 0 ? settings.Workloads : settings.Workloads.Intersect(PeerWorkloads).ToHashSet()));
         }
 
         var markdown = new StringBuilder();
@@ -156,7 +155,7 @@ internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallS
 /// <summary>Command-line settings.</summary>
 internal sealed record BenchSettings(
     bool Quick, string? ModelPath, string OutputDirectory, string CacheDirectory, int Repeats, IReadOnlySet<int> Workloads,
-    int SystemTokens, int UserTokens, int ReplyTokens, string Command, int Threads, IReadOnlyList<string> Shapes, bool Peer)
+    int SystemTokens, int UserTokens, int ReplyTokens, string Command, int Threads, IReadOnlyList<string> Models, bool Peer)
 {
     public static BenchSettings Parse(string[] args)
     {
@@ -180,7 +179,7 @@ internal sealed record BenchSettings(
             quick ? 12 : 32,
             "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args),
             int.Parse(Value("--threads") ?? "2", CultureInfo.InvariantCulture),
-            (Value("--shapes") ?? (quick ? "none" : "qwen2.5-0.5b")).Split(',').Where(v => v is not ("none" or "")).ToArray(),
+            (Value("--models") ?? (quick ? "tiny" : "bench,qwen2.5-0.5b")).Split(',', StringSplitOptions.RemoveEmptyEntries),
             !args.Contains("--no-peer"));
     }
 
