@@ -16,6 +16,9 @@ internal sealed class Report(string label, string modelPath, int systemTokens, i
 
     public string Label { get; } = label;
 
+    /// <summary>Gets whether only each way's last turn was checked against a fresh prefill.</summary>
+    public bool OracleLastTurnOnly { get; init; }
+
     public int VocabSize { get; } = vocabSize;
 
     public string ModelName => Path.GetFileName(modelPath);
@@ -152,8 +155,10 @@ internal sealed class Report(string label, string modelPath, int systemTokens, i
         return md.ToString();
     }
 
-    private static string Replies(WorkloadRun run)
-        => !run.OracleChecked ? string.Empty : run.OracleFailures == 0 ? "equal" : $"{run.OracleFailures} of {run.Turns.Count} differ";
+    private string Replies(WorkloadRun run)
+        => !run.OracleChecked ? string.Empty
+            : OracleLastTurnOnly ? (run.OracleFailures == 0 ? "last turn equal" : "last turn differs")
+            : run.OracleFailures == 0 ? "equal" : $"{run.OracleFailures} of {run.Turns.Count} differ";
 
     public static string ToJson(IEnumerable<Report> reports)
         => JsonSerializer.Serialize(

@@ -135,8 +135,14 @@ internal sealed class Workload(int number, string title, bool manyConversations,
 /// <summary>Creates the ways a workload is run through.</summary>
 internal static class WayFactory
 {
-    public static IEnumerable<string> Names(Workload workload, bool peer)
+    public static IEnumerable<string> Names(Workload workload, bool peer, bool realShape)
     {
+        if (realShape)
+        {
+            // The side-by-side ways only: GenAI's own clients re-prefill or mis-cache exactly as on the bench model.
+            return peer ? ["kvchat", "ideal", "llama-stateless", "llama-interactive", "llama-ideal"] : ["kvchat", "ideal"];
+        }
+
         IEnumerable<string> names = workload.ManyConversations
             ? ["genai", "genai-caching", "kvchat", "kvchat-session-each", "ideal"]
             : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "ideal"];
