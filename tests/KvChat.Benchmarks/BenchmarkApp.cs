@@ -34,19 +34,22 @@ internal static class BenchmarkApp
         var markdown = new StringBuilder();
         var reports = new List<Report>();
         var failures = 0;
+        Directory.CreateDirectory(settings.OutputDirectory);
+        var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
+        var text = string.Empty;
         foreach (var (label, path, workloads) in models)
         {
             var (report, modelMarkdown, modelFailures) = await RunModelAsync(settings, label, path, workloads).ConfigureAwait(false);
             reports.Add(report);
             markdown.Append(modelMarkdown);
             failures += modelFailures;
+
+            // Written after every model, so a long run keeps what it has measured.
+            text = Report.Header(settings, loadAtStart) + Goals.ToMarkdown(settings, reports) + markdown;
+            await File.WriteAllTextAsync(mdPath, text).ConfigureAwait(false);
+            await File.WriteAllTextAsync(Path.ChangeExtension(mdPath, ".json"), Report.ToJson(reports)).ConfigureAwait(false);
         }
 
-        var text = Report.Header(settings, loadAtStart) + Goals.ToMarkdown(settings, reports) + markdown;
-        Directory.CreateDirectory(settings.OutputDirectory);
-        var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
-        await File.WriteAllTextAsync(mdPath, text).ConfigureAwait(false);
-        await File.WriteAllTextAsync(Path.ChangeExtension(mdPath, ".json"), Report.ToJson(reports)).ConfigureAwait(false);
         foreach (var report in reports)
         {
             foreach (var png in Chart.WriteTimeToFirstToken(report, settings.OutputDirectory, $"{Path.GetFileNameWithoutExtension(mdPath)}{(report.Label is "bench" or "tiny" ? string.Empty : "-" + report.Label)}"))
@@ -91,12 +94,13 @@ internal static class BenchmarkApp
 
         // On the real shapes a fresh prefill of every turn costs as much as the stateless way itself: check the last turn.
         var realShape = label is not ("bench" or "tiny");
-        var report = new Report(label, modelPath, text.CountTokens(system), folder.VocabSize) { OracleLastTurnOnly = realShape };
+        var lastTurnOnly = realShape || settings.OracleLastTurnOnly;
+        var report = new Report(label, modelPath, text.CountTokens(system), folder.VocabSize) { OracleLastTurnOnly = lastTurnOnly };
         var failures = 0;
         foreach (var workload in Workload.All(settings, system, text).Where(w => workloads.Contains(w.Number)))
         {
             Console.WriteLine($"== {label} workload {workload.Number}: {workload.Title}");
-            foreach (var way in WayFactory.Names(workload, peer is not null, realShape))
+            foreach (var way in WayFactory.Names(workload, peer is not null, realShape || settings.SideBySideOnly))
             {
                 var runs = new List<WorkloadRun>();
                 for (var repeat = 0; repeat < settings.Repeats; repeat++)
@@ -107,7 +111,7 @@ internal static class BenchmarkApp
                     var turns = await workload.RunAsync(instance).ConfigureAwait(false);
                     var wall = stopwatch.Elapsed.TotalSeconds;
                     var peak = memory.StopAndGetPeakDelta();
-                    var checkedTurns = realShape ? turns.TakeLast(1).ToList() : turns;
+                    var checkedTurns = lastTurnOnly ? turns.TakeLast(1).ToList() : turns;
                     int? oracleFailures = repeat != 0 ? null
                         : way.StartsWith("kvchat", StringComparison.Ordinal) ? Oracle.Check(model, checkedTurns)
                         : way.StartsWith("llama", StringComparison.Ordinal) ? LlamaOracle.Check(peer!, checkedTurns, settings.ReplyTokens)
@@ -129,7 +133,7 @@ internal static class BenchmarkApp
         }
 
         var markdown = report.ToMarkdown();
-        if (workloads.Contains(5) && label is "bench" or "tiny")
+        if (workloads.Contains(5) && label is "bench" or "tiny" && !settings.SideBySideOnly)
         {
             Console.WriteLine("== workload 5: agent loop");
             markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
@@ -159,7 +163,8 @@ internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallS
 /// <summary>Command-line settings.</summary>
 internal sealed record BenchSettings(
     bool Quick, string? ModelPath, string OutputDirectory, string CacheDirectory, int Repeats, IReadOnlySet<int> Workloads,
-    int SystemTokens, int UserTokens, int ReplyTokens, string Command, int Threads, IReadOnlyList<string> Models, bool Peer)
+    int SystemTokens, int UserTokens, int ReplyTokens, string Command, int Threads, IReadOnlyList<string> Models, bool Peer,
+    bool SideBySideOnly, bool OracleLastTurnOnly)
 {
     public static BenchSettings Parse(string[] args)
     {
@@ -184,7 +189,9 @@ internal sealed record BenchSettings(
             "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args),
             int.Parse(Value("--threads") ?? "2", CultureInfo.InvariantCulture),
             (Value("--models") ?? (quick ? "tiny" : "bench,qwen2.5-0.5b")).Split(',', StringSplitOptions.RemoveEmptyEntries),
-            !args.Contains("--no-peer"));
+            !args.Contains("--no-peer"),
+            Value("--ways") == "side-by-side",
+            Value("--oracle") == "last");
     }
 
     private static string FindRepositoryRoot()
