@@ -18,7 +18,7 @@ internal sealed class DecoderGraph
     private const float MarkerSharpness = 30f;
 
     private readonly ModelKitOptions _o;
-    private readonly Vocabulary _vocab;
+    private readonly float[] _logitBias;
     private readonly ScriptPlan? _script;
     private readonly GraphBuilder _g = new("kvchat_decoder");
     private readonly KitWeights _weights;
@@ -28,10 +28,10 @@ internal sealed class DecoderGraph
     private readonly int _d;
     private readonly int _kvWidth;
 
-    private DecoderGraph(ModelKitOptions options, Vocabulary vocab, ScriptPlan? script)
+    private DecoderGraph(ModelKitOptions options, float[] logitBias, ScriptPlan? script)
     {
         _o = options;
-        _vocab = vocab;
+        _logitBias = logitBias;
         _script = script;
         _d = options.HeadSize;
         _kvWidth = options.NumKvHeads * _d;
@@ -41,9 +41,10 @@ internal sealed class DecoderGraph
     /// <summary>Total decoder layers GenAI sees (the script layer included).</summary>
     public static int LayerCount(ModelKitOptions options) => options.NumLayers + (options.IsScripted ? 1 : 0);
 
-    public static ModelProto Build(ModelKitOptions options, Vocabulary vocab, ScriptPlan? script, out long parameterCount)
+    /// <summary>Builds the graph; <paramref name="logitBias"/> is the LM head's bias, one value per token.</summary>
+    public static ModelProto Build(ModelKitOptions options, float[] logitBias, ScriptPlan? script, out long parameterCount)
     {
-        var graph = new DecoderGraph(options, vocab, script);
+        var graph = new DecoderGraph(options, logitBias, script);
         graph.BuildGraph();
         parameterCount = graph._g.Graph.Initializer
             .Where(t => !graph._notParameters.Contains(t.Name))
@@ -116,7 +117,7 @@ internal sealed class DecoderGraph
         }
 
         var (finalNorm, _) = SkipNorm(pendingSkip!, residual, Ones("model.norm.weight", h));
-        var bias = _g.Float("lm_head.bias", KitWeights.LogitBias(_o, _vocab), _o.VocabSize);
+        var bias = _g.Float("lm_head.bias", _logitBias, _o.VocabSize);
         string logits;
         if (int4Embedding is not null)
         {

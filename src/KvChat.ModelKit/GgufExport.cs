@@ -58,7 +58,7 @@ internal static class GgufExport
         gguf.AddTensor("token_embd.weight", weightType, [h, o.VocabSize],
             () => int4 ? weights.EmbeddingInt4().ToQ40() : weights.EmbeddingBytes());
         gguf.AddTensor("output_norm.weight", GgufTensorType.F32, [h], () => Ones(h));
-        gguf.AddTensor("output.bias", GgufTensorType.F32, [o.VocabSize], () => Bytes(KitWeights.LogitBias(o, vocab)));
+        gguf.AddTensor("output.bias", GgufTensorType.F32, [o.VocabSize], () => Bytes(vocab.LogitBias(o.PrintableBias, o.EndOfTurnBias)));
 
         var names = new Dictionary<string, string>
         {

@@ -40,22 +40,6 @@ internal sealed class KitWeights(ModelKitOptions options)
     /// <summary>The int4 blocks of the embedding (rows = tokens), used for the int4 LM head and its dequantized lookup table.</summary>
     public Int4Blocks EmbeddingInt4() => Int4Blocks.FromRows(EmbeddingFloats(), Options.VocabSize, Options.HiddenSize);
 
-    /// <summary>The LM head's bias: printable tokens up, the end-of-turn token set to its bias.</summary>
-    public static float[] LogitBias(ModelKitOptions options, Vocabulary vocab)
-    {
-        var bias = new float[options.VocabSize];
-        for (var id = 0; id < vocab.FirstAddedId; id++)
-        {
-            if (vocab.IsPrintable(id))
-            {
-                bias[id] = options.PrintableBias;
-            }
-        }
-
-        bias[vocab.IdOf(vocab.Family.EosTokens[0])] = options.EndOfTurnBias;
-        return bias;
-    }
-
     /// <summary>The linear layers of one decoder layer: name, fan-in, fan-out.</summary>
     public IEnumerable<(string Name, int FanIn, int FanOut)> LayerLinears(int layer)
     {

@@ -103,6 +103,11 @@ public sealed partial record ModelKitOptions
                 $"model.onnx would be about {EstimatedModelBytes / (double)(1L << 30):F1} GiB, over the 2 GiB a single ONNX protobuf holds; use int4 precision or smaller dimensions.");
         }
 
+        if (WriteGguf && TokenizerFrom is not null)
+        {
+            throw new ArgumentException("The GGUF export writes the kit's own vocabulary: it cannot be combined with TokenizerFrom.", nameof(WriteGguf));
+        }
+
         if (WriteGguf && IsScripted)
         {
             throw new ArgumentException("A scripted model cannot be exported to GGUF: its script layer has no llama.cpp equivalent.", nameof(WriteGguf));
