@@ -55,14 +55,15 @@ public sealed partial class ReadmeTests
 
     /// <summary>
     /// Each C# block of the README is code that compiles and runs: the quick start is in this file (run above), the
-    /// dependency-injection block in the hosting sample and the Semantic Kernel block in its sample (both run by their
-    /// tests). The block's lines, using directives aside, are the region's; its using directives are the file's (or
-    /// name a namespace the file is in).
+    /// dependency-injection block in the hosting sample, the Semantic Kernel block and the agent block in their samples
+    /// (all run by their tests). The block's lines, using directives aside, are the region's; its using directives are the
+    /// file's (or name a namespace the file is in).
     /// </summary>
     [Theory]
     [InlineData("using var client = new KvChatClient(modelPath);", "tests/KvChat.Samples.Tests/ReadmeTests.cs", "README quick start")]
     [InlineData("builder.Services.AddKvChatClient(", "samples/KvChat.HostingSample/HostingApp.cs", "README dependency injection")]
     [InlineData("Kernel.CreateBuilder().AddKvChatClient(", "samples/KvChat.SemanticKernelSample/SemanticKernelChat.cs", "README Semantic Kernel")]
+    [InlineData("AIAgent agent = new ChatClientAgent(calls,", "samples/KvChat.AgentSample/AgentChat.cs", "README agent")]
     [InlineData(".UseFunctionInvocation().Build();", "tests/KvChatClient.Tests/Tools/AgentLoopTests.cs", "README tools")]
     [InlineData("app.MapOpenAIChatCompletions();", "samples/KvChat.HostingSample/HostingApp.cs", "README OpenAI endpoint")]
     [InlineData("new ChatClient(\"kvchat-demo\"", "tests/KvChatClient.AspNetCore.Tests/OpenAISdkTests.cs", "README OpenAI client")]
@@ -147,6 +148,7 @@ public sealed partial class ReadmeTests
         Assert.Contains(TestCommand + " ", File.ReadAllText(Path.Combine(Root, ".ci", "run")), StringComparison.Ordinal);
         Assert.Contains("services.AddKvChatClient(", readme, StringComparison.Ordinal);
         Assert.Contains("Kernel.CreateBuilder().AddKvChatClient(", readme, StringComparison.Ordinal);
+        Assert.Contains("new ChatClientAgent(", readme, StringComparison.Ordinal);
     }
 
     /// <summary>The lines of a block, right-trimmed, with no blank lines at either end.</summary>
