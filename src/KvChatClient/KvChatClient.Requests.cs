@@ -7,6 +7,8 @@ namespace KvChat;
 // KvChatClient, part 2 of 3: how a request becomes a prompt and settings (eager validation of messages and options).
 public sealed partial class KvChatClient
 {
+    private const string EnableThinkingKey = "enable_thinking";
+
     private void EnsureFits(int promptTokens, string parameterName)
     {
         if (promptTokens > _contextTokens)
@@ -30,7 +32,9 @@ public sealed partial class KvChatClient
         int? MaxOutputTokens,
         IReadOnlyList<string> StopSequences,
         Conversations.Conversation? Conversation,
-        int ConversationVersion);
+        int ConversationVersion,
+        ReasoningStart ReasoningStart,
+        bool ShowReasoning);
 
     private Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
@@ -74,13 +78,44 @@ public sealed partial class KvChatClient
             }
         }
 
-        var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
+        var prompt = _renderer.Render(full, options, addGenerationPrompt: true, reasoningOff: ReasoningOff(options));
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
         var schema = GuidanceSchema(options, toolNames is not null);
         return new Request(
             prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
-            list, options, sampling, maxOutput, stops, conversation, version);
+            list, options, sampling, maxOutput, stops, conversation, version,
+            forced.Length > 0 ? ReasoningStart.Answer : prompt.ReasoningStart, // A forced tool-call opening starts the answer.
+            options?.Reasoning?.Output != ReasoningOutput.None);
+    }
+
+    /// <summary>
+    /// Whether the request switches reasoning off: <c>ChatOptions.Reasoning.Effort</c> <see cref="ReasoningEffort.None"/>,
+    /// or <c>AdditionalProperties["enable_thinking"]</c> <see langword="false"/> (the chat-template argument Qwen3's
+    /// providers take). Other effort levels leave the model's own default (a local model has no effort knob).
+    /// </summary>
+    private bool ReasoningOff(ChatOptions? options)
+    {
+        var off = options?.Reasoning?.Effort == ReasoningEffort.None;
+        if (options?.AdditionalProperties?.TryGetValue(EnableThinkingKey, out var value) == true)
+        {
+            off |= value switch
+            {
+                bool b => !b,
+                JsonElement { ValueKind: JsonValueKind.True or JsonValueKind.False } e => !e.GetBoolean(),
+                string text when bool.TryParse(text, out var b) => !b,
+                _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{EnableThinkingKey}\"] must be a boolean; it is {value?.GetType().Name ?? "null"}.", nameof(options)),
+            };
+        }
+
+        if (off && _renderer.Reasoning is { SwitchVariable: null })
+        {
+            throw new NotSupportedException(
+                "Reasoning was switched off (ChatOptions.Reasoning.Effort None or enable_thinking false), but this model's chat template " +
+                "always reasons: it has no enable_thinking switch.");
+        }
+
+        return off && _renderer.Reasoning is not null;
     }
 
     /// <summary>
@@ -210,6 +245,11 @@ public sealed partial class KvChatClient
         {
             foreach (var key in additional.Keys)
             {
+                if (key == EnableThinkingKey)
+                {
+                    continue; // Honoured by ReasoningOff.
+                }
+
                 if (_options.RejectUnknownAdditionalProperties)
                 {
                     throw new NotSupportedException(

@@ -14,7 +14,8 @@ namespace KvChat;
 /// The tokens through the first non-system message's text: what identifies the conversation (two conversations that
 /// share a system prompt diverge before this point; an edit deeper in one conversation diverges after it).
 /// </param>
-internal sealed record RenderedPrompt(int[] Tokens, int MessageCount, int IdentityLength);
+/// <param name="ReasoningStart">Where the reply starts for a reasoning model (see <see cref="ReasoningFormat.StartOf"/>).</param>
+internal sealed record RenderedPrompt(int[] Tokens, int MessageCount, int IdentityLength, ReasoningStart ReasoningStart = ReasoningStart.ModelDecides);
 
 /// <summary>
 /// Turns chat messages into token ids with the model's own chat template. Message text is rendered as a placeholder,
@@ -31,6 +32,7 @@ internal sealed class PromptRenderer
     private readonly Tokenizer _tokenizer;
     private readonly Lock _tokenizerLock;
     private readonly string? _template;
+    private readonly string? _reasoningOffTemplate;
     private readonly string[] _addedTokens;
     private readonly SearchValues<string>? _addedTokenSearch;
     private readonly HashSet<int> _specialIds;
@@ -49,6 +51,12 @@ internal sealed class PromptRenderer
         _addedTokens = [.. folder.AddedTokens.Select(t => t.Content).Distinct(StringComparer.Ordinal)];
         _addedTokenSearch = _addedTokens.Length == 0 ? null : SearchValues.Create(_addedTokens, StringComparison.Ordinal);
         _specialIds = [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)];
+        Reasoning = ReasoningFormat.Detect(templateOverride ?? folder.ChatTemplate, folder.AddedTokens);
+        if (Reasoning?.SwitchVariable is { } variable)
+        {
+            // GenAI's ApplyChatTemplate takes no extra variables: set the switch at the top of the template itself.
+            _reasoningOffTemplate = $"{{%- set {variable} = false %}}" + (templateOverride ?? folder.ChatTemplate);
+        }
 
         if (templateOverride is null && folder.ChatTemplate is null)
         {
@@ -74,15 +82,22 @@ internal sealed class PromptRenderer
         }
     }
 
+    /// <summary>Gets the model's reasoning format, or <see langword="null"/> when it does not reason.</summary>
+    public ReasoningFormat? Reasoning { get; }
+
     /// <summary>Gets the replies whose text re-encodes to other ids than were generated.</summary>
     public long RetokenizedReplies => Interlocked.Read(ref _retokenizedReplies);
 
     /// <summary>Renders and encodes a conversation.</summary>
     /// <exception cref="ArgumentException">A message is empty, holds U+0000, or the template rejects the conversation.</exception>
     /// <exception cref="NotSupportedException">A message holds content this client cannot send, or a tool is not a function.</exception>
-    public RenderedPrompt Render(IReadOnlyList<ChatMessage> messages, ChatOptions? options, bool addGenerationPrompt)
+    /// <param name="messages">The conversation.</param>
+    /// <param name="options">The request's options (instructions and tools shape the prompt).</param>
+    /// <param name="addGenerationPrompt">Whether to end with the template's generation prompt.</param>
+    /// <param name="reasoningOff">Whether to render with the template's reasoning switch off (see <see cref="ReasoningFormat.SwitchVariable"/>).</param>
+    public RenderedPrompt Render(IReadOnlyList<ChatMessage> messages, ChatOptions? options, bool addGenerationPrompt, bool reasoningOff = false)
     {
-        var rendered = Flatten(messages, options?.Instructions);
+        var rendered = Flatten(messages, options?.Instructions, Reasoning);
         var tools = options?.ToolMode is NoneChatToolMode ? null : ToolsJson(options?.Tools);
         var marker = PickMarker(rendered, tools);
         var messagesJson = MessagesJson(rendered, marker);
@@ -92,7 +107,7 @@ internal sealed class PromptRenderer
         {
             try
             {
-                text = _tokenizer.ApplyChatTemplate(_template, messagesJson, tools, addGenerationPrompt);
+                text = _tokenizer.ApplyChatTemplate(reasoningOff ? _reasoningOffTemplate : _template, messagesJson, tools, addGenerationPrompt);
             }
             catch (OnnxRuntimeGenAIException e)
             {
@@ -114,7 +129,7 @@ internal sealed class PromptRenderer
 
             var close = text.IndexOf(marker, open + 1);
             if (close < 0 || !int.TryParse(text.AsSpan(open + 1, close - open - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var index)
-                || (uint)index >= (uint)rendered.Count)
+                || (uint)index >= (uint)(2 * rendered.Count))
             {
                 throw new InvalidOperationException("The chat template changed a message placeholder; it cannot be rendered safely.");
             }
@@ -124,7 +139,15 @@ internal sealed class PromptRenderer
                 tokens.AddRange(EncodeTemplateText(text[position..open]));
             }
 
-            var message = rendered[index];
+            var message = rendered[index % rendered.Count];
+            if (index >= rendered.Count)
+            {
+                // The reasoning_content placeholder. Templates trim its newlines (Qwen3: strip('\n')), which a placeholder has none of.
+                tokens.AddRange(EncodeLiteral((message.Reasoning ?? string.Empty).Trim('\n')));
+                position = close + 1;
+                continue;
+            }
+
             tokens.AddRange(message.Role == "assistant" && _replyMemo.TryGet(message.Content, out var generated)
                 ? generated
                 : EncodeLiteral(message.Content));
@@ -135,7 +158,8 @@ internal sealed class PromptRenderer
             }
         }
 
-        return new RenderedPrompt([.. tokens], rendered.Count, identityLength < 0 ? tokens.Count : identityLength);
+        var start = Reasoning is not null && addGenerationPrompt ? Reasoning.StartOf(text) : ReasoningStart.ModelDecides;
+        return new RenderedPrompt([.. tokens], rendered.Count, identityLength < 0 ? tokens.Count : identityLength, start);
     }
 
     /// <summary>
@@ -265,9 +289,9 @@ internal sealed class PromptRenderer
 
     private static int[] CommonPrefix(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a[..a.CommonPrefixLength(b)].ToArray();
 
-    private sealed record FlatMessage(string Role, string Content, IReadOnlyList<FunctionCallContent> ToolCalls, string? ToolCallId);
+    private sealed record FlatMessage(string Role, string Content, IReadOnlyList<FunctionCallContent> ToolCalls, string? ToolCallId, string? Reasoning = null);
 
-    private static List<FlatMessage> Flatten(IReadOnlyList<ChatMessage> messages, string? instructions)
+    private static List<FlatMessage> Flatten(IReadOnlyList<ChatMessage> messages, string? instructions, ReasoningFormat? reasoningFormat)
     {
         var result = new List<FlatMessage>(messages.Count + 1);
         for (var i = 0; i < messages.Count; i++)
@@ -277,6 +301,7 @@ internal sealed class PromptRenderer
             var text = new StringBuilder();
             var calls = new List<FunctionCallContent>();
             var results = new List<FunctionResultContent>();
+            StringBuilder? reasoning = null;
             foreach (var content in message.Contents)
             {
                 switch (content)
@@ -292,6 +317,11 @@ internal sealed class PromptRenderer
                         break;
                     case UsageContent:
                         break; // Accounting of an earlier response, not model input.
+                    case TextReasoningContent r when role == "assistant":
+                        (reasoning ??= new StringBuilder()).Append(r.Text); // ProtectedData is another provider's opaque state.
+                        break;
+                    case TextReasoningContent:
+                        throw new NotSupportedException($"Message {i} ({role}) holds TextReasoningContent: only assistant messages carry reasoning.");
                     case null:
                         throw new ArgumentException($"Message {i} ({role}) has a null content item.", nameof(messages));
                     default:
@@ -301,9 +331,15 @@ internal sealed class PromptRenderer
             }
 
             var body = text.ToString();
-            if (body.Contains('\0', StringComparison.Ordinal))
+            var thought = reasoning?.ToString();
+            if (body.Contains('\0', StringComparison.Ordinal) || thought?.Contains('\0', StringComparison.Ordinal) == true)
             {
                 throw new ArgumentException($"Message {i} ({role}) contains U+0000, which the tokenizer cannot encode.", nameof(messages));
+            }
+
+            if (role == "assistant")
+            {
+                body = ReasoningHistory.Prepare(reasoningFormat, body, ref thought);
             }
 
             if (results.Count > 0)
@@ -321,7 +357,7 @@ internal sealed class PromptRenderer
                 continue;
             }
 
-            result.Add(new FlatMessage(role, body, calls, null));
+            result.Add(new FlatMessage(role, body, calls, null, thought));
         }
 
         if (result.Count == 0)
@@ -408,7 +444,7 @@ internal sealed class PromptRenderer
         for (var c = '\uE000'; c <= '\uF8FF'; c++)
         {
             if ((tools is null || !tools.Contains(c, StringComparison.Ordinal))
-                && !messages.Any(m => m.Content.Contains(c, StringComparison.Ordinal)))
+                && !messages.Any(m => m.Content.Contains(c, StringComparison.Ordinal) || m.Reasoning?.Contains(c, StringComparison.Ordinal) == true))
             {
                 return c;
             }
@@ -429,6 +465,11 @@ internal sealed class PromptRenderer
                 w.WriteStartObject();
                 w.WriteString("role", m.Role);
                 w.WriteString("content", m.Content.Length == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"{marker}{i}{marker}"));
+                if (m.Reasoning is not null)
+                {
+                    w.WriteString("reasoning_content", m.Reasoning.Length == 0 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $"{marker}{messages.Count + i}{marker}"));
+                }
+
                 if (m.ToolCallId is not null)
                 {
                     w.WriteString("tool_call_id", m.ToolCallId);
