@@ -359,6 +359,17 @@ internal sealed class ScriptPlan
     private readonly int[]?[] _byRow;
     private readonly int _eos;
 
+    private ScriptPlan(int[] messageStartIds, int generationPromptOffset, int eos, int[] reply)
+    {
+        MessageStartIds = messageStartIds;
+        GenerationPromptOffset = generationPromptOffset;
+        _eos = eos;
+        Rows = 2;
+        _byRow = [reply, reply];
+        MaxLength = reply.Length;
+        Columns = MaxLength + 2;
+    }
+
     public ScriptPlan(ModelKitOptions options, Vocabulary vocab)
     {
         var family = vocab.Family;
@@ -386,6 +397,23 @@ internal sealed class ScriptPlan
     }
 
     public int[] MessageStartIds { get; }
+
+    /// <summary>A plan for a model over a real tokenizer: the same reply ids after every generation prompt.</summary>
+    public static ScriptPlan ForTokens(TokenScript script, IReadOnlyList<(int Id, string Content, bool Special)> addedTokens, int eos, int vocabSize)
+    {
+        var start = addedTokens.Where(t => t.Content == script.MessageStart).Select(t => t.Id).DefaultIfEmpty(-1).First();
+        if (start < 0)
+        {
+            throw new ArgumentException($"The tokenizer has no added token '{script.MessageStart}' to start messages with.", nameof(script));
+        }
+
+        if (script.Reply.Any(id => (uint)id >= (uint)vocabSize))
+        {
+            throw new ArgumentException($"TokenScript.Reply holds an id outside the vocabulary (0..{vocabSize - 1}).", nameof(script));
+        }
+
+        return new ScriptPlan([start], script.GenerationPromptLength - 1, eos, [.. script.Reply]);
+    }
 
     /// <summary>Tokens from the generation prompt's message start to its last token.</summary>
     public int GenerationPromptOffset { get; }

@@ -106,7 +106,8 @@ public static class ModelKit
         System.IO.Directory.CreateDirectory(directory);
 
         var modelPath = Path.Combine(directory, "model.onnx");
-        var model = DecoderGraph.Build(options, tokenizer.LogitBias(options.PrintableBias, options.EndOfTurnBias), script: null, out var parameters);
+        var script = options.TokenScript is { } ts ? ScriptPlan.ForTokens(ts, tokenizer.AddedTokens, tokenizer.EosIds[0], options.VocabSize) : null;
+        var model = DecoderGraph.Build(options, tokenizer.LogitBias(options.PrintableBias, options.EndOfTurnBias), script, out var parameters);
         WriteAtomically(modelPath, stream => model.WriteTo(stream));
         model = null;
 
@@ -132,7 +133,7 @@ public static class ModelKit
             AddedTokenIds = addedIds,
             SpecialTokens = [.. tokenizer.AddedTokens.Where(t => t.Special).Select(t => t.Content)],
             ChatTemplate = tokenizer.ChatTemplate,
-            ScriptTokens = _ => [],
+            ScriptTokens = _ => options.TokenScript?.Reply ?? [],
         };
     }
 
