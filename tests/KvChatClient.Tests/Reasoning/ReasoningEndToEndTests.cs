@@ -164,7 +164,7 @@ public sealed class ReasoningEndToEndTests
         var expected = JinjaReference.Render(ReasoningTemplates.Qwen3, reference, true);
         var prompt = renderer.Render(messages, null, addGenerationPrompt: true);
         using var encoded = tokenizer.Encode(expected);
-        Assert.Equal(tokenizer.Decode(encoded[0]), tokenizer.Decode(prompt.Tokens));
+        Assert.Equal(encoded[0].ToArray(), prompt.Tokens); // The canonical encoding of Jinja2's rendering.
     }
 
     /// <summary>An MEAI history and the Hugging Face messages it stands for.</summary>
@@ -277,7 +277,7 @@ public sealed class ReasoningEndToEndTests
         using var model = new Model(R1Model);
         using var tokenizer = new Tokenizer(model);
         using var encoded = tokenizer.Encode(expected);
-        Assert.Equal(tokenizer.Decode(encoded[0]), tokenizer.Decode(traces[1].Prompt));
+        Assert.Equal(encoded[0].ToArray(), traces[1].Prompt);
 
         Assert.Throws<NotSupportedException>(() => client.GetStreamingResponseAsync(history, new ChatOptions { Reasoning = new ReasoningOptions { Effort = ReasoningEffort.None } }));
     }
