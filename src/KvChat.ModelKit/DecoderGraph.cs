@@ -324,6 +324,13 @@ internal sealed class DecoderGraph
         var column = _g.Node("Clip", [offset, _g.FloatScalar(-1f), _g.FloatScalar(plan.MaxLength)]);
         var flat = _g.Node("Add", [_g.Node("Mul", [row, _g.FloatScalar(plan.Columns)]), _g.Node("Add", [column, _g.FloatScalar(1f)])]);
         var index = _g.Node("Cast", [flat], null, "", Attr("to", (long)DataType.Int64));
+        if (plan.Sparse)
+        {
+            // A real vocabulary is too large for a dense table: the table holds ids, expanded to one-hot logits.
+            var ids = _g.Node("Gather", [_g.Int64s(plan.BuildIdTable(_o.VocabSize)), index]);
+            return _g.Node("OneHot", [ids, _g.Int64s(_o.VocabSize), _g.Float(_g.Fresh("script.on_off"), [0f, ScriptLogit], 2)], null, "", Attr("axis", -1L));
+        }
+
         return _g.Node("Gather", [_g.Float("script.logits", plan.BuildTable(_o.VocabSize, ScriptLogit), plan.Rows * plan.Columns, _o.VocabSize), index]);
     }
 
@@ -359,15 +366,40 @@ internal sealed class ScriptPlan
     private readonly int[]?[] _byRow;
     private readonly int _eos;
 
-    private ScriptPlan(int[] messageStartIds, int generationPromptOffset, int eos, int[] reply)
+    private ScriptPlan(int[] messageStartIds, int generationPromptOffset, int eos, int[]?[] byRow)
     {
         MessageStartIds = messageStartIds;
         GenerationPromptOffset = generationPromptOffset;
         _eos = eos;
-        Rows = 2;
-        _byRow = [reply, reply];
-        MaxLength = reply.Length;
+        Rows = byRow.Length;
+        _byRow = byRow;
+        MaxLength = byRow.Max(ids => ids?.Length ?? 0);
         Columns = MaxLength + 2;
+        Sparse = true;
+    }
+
+    /// <summary>Gets whether the graph holds the script as ids expanded by <c>OneHot</c> (real vocabularies), not as dense logits.</summary>
+    public bool Sparse { get; }
+
+    /// <summary>Row r, column c + 1: the id said for reply token c when r messages precede; the vocabulary size (no logits) elsewhere.</summary>
+    public long[] BuildIdTable(int vocabSize)
+    {
+        var table = new long[Rows * Columns];
+        Array.Fill(table, vocabSize);
+        for (var row = 0; row < Rows; row++)
+        {
+            if (_byRow[row] is not { } ids)
+            {
+                continue;
+            }
+
+            for (var column = 0; column <= MaxLength; column++)
+            {
+                table[(row * Columns) + column + 1] = column < ids.Length ? ids[column] : _eos;
+            }
+        }
+
+        return table;
     }
 
     public ScriptPlan(ModelKitOptions options, Vocabulary vocab)
@@ -407,12 +439,24 @@ internal sealed class ScriptPlan
             throw new ArgumentException($"The tokenizer has no added token '{script.MessageStart}' to start messages with.", nameof(script));
         }
 
-        if (script.Reply.Any(id => (uint)id >= (uint)vocabSize))
+        var byCount = script.ByMessageCount ?? new Dictionary<int, IReadOnlyList<int>>();
+        if (byCount.Keys.Any(k => k < 0 || k > 4096))
         {
-            throw new ArgumentException($"TokenScript.Reply holds an id outside the vocabulary (0..{vocabSize - 1}).", nameof(script));
+            throw new ArgumentOutOfRangeException(nameof(script), "TokenScript.ByMessageCount keys must be message counts from 0 to 4096.");
         }
 
-        return new ScriptPlan([start], script.GenerationPromptLength - 1, eos, [.. script.Reply]);
+        if (script.Reply.Concat(byCount.Values.SelectMany(v => v)).Any(id => (uint)id >= (uint)vocabSize))
+        {
+            throw new ArgumentException($"TokenScript holds an id outside the vocabulary (0..{vocabSize - 1}).", nameof(script));
+        }
+
+        var rows = new int[]?[(byCount.Count == 0 ? 0 : byCount.Keys.Max()) + 2];
+        for (var row = 0; row < rows.Length; row++)
+        {
+            rows[row] = byCount.TryGetValue(row, out var ids) ? [.. ids] : [.. script.Reply];
+        }
+
+        return new ScriptPlan([start], script.GenerationPromptLength - 1, eos, rows);
     }
 
     /// <summary>Tokens from the generation prompt's message start to its last token.</summary>

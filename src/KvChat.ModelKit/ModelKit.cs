@@ -133,7 +133,8 @@ public static class ModelKit
             AddedTokenIds = addedIds,
             SpecialTokens = [.. tokenizer.AddedTokens.Where(t => t.Special).Select(t => t.Content)],
             ChatTemplate = tokenizer.ChatTemplate,
-            ScriptTokens = _ => options.TokenScript?.Reply ?? [],
+            ScriptTokens = count => options.TokenScript is not { } script ? []
+                : script.ByMessageCount?.TryGetValue(count, out var ids) == true ? ids : script.Reply,
         };
     }
 

@@ -208,6 +208,14 @@ public sealed record ModelKitOptions
 /// <param name="Reply">The reply's token ids, end-of-sequence not included.</param>
 public sealed record TokenScript(string MessageStart, int GenerationPromptLength, IReadOnlyList<int> Reply)
 {
+    /// <summary>
+    /// Gets replies keyed by the number of message-start tokens before the generation prompt; other counts fall back
+    /// to <see cref="Reply"/>. <value>The default value is <see langword="null"/>.</value>
+    /// </summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<int>>? ByMessageCount { get; init; }
+
     /// <inheritdoc/>
-    public override string ToString() => $"TokenScript({MessageStart}, {GenerationPromptLength}, [{string.Join(",", Reply)}])";
+    public override string ToString()
+        => $"TokenScript({MessageStart}, {GenerationPromptLength}, [{string.Join(",", Reply)}]"
+            + string.Concat((ByMessageCount ?? new Dictionary<int, IReadOnlyList<int>>()).OrderBy(p => p.Key).Select(p => $", {p.Key}: [{string.Join(",", p.Value)}]")) + ")";
 }
