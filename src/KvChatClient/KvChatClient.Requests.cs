@@ -34,9 +34,10 @@ public sealed partial class KvChatClient
         Conversations.Conversation? Conversation,
         int ConversationVersion,
         ReasoningStart ReasoningStart,
-        bool ShowReasoning);
+        bool ShowReasoning,
+        Func<ITokenConstraint>? Constraint = null);
 
-    private Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    private Request PrepareRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);
