@@ -7,8 +7,6 @@ namespace KvChat;
 // KvChatClient, part 2 of 3: how a request becomes a prompt and settings (eager validation of messages and options).
 public sealed partial class KvChatClient
 {
-    private const string EnableThinkingKey = "enable_thinking";
-
     private void EnsureFits(int promptTokens, string parameterName)
     {
         if (promptTokens > _contextTokens)
@@ -42,7 +40,8 @@ public sealed partial class KvChatClient
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);
         var list = messages as IReadOnlyList<ChatMessage> ?? [.. messages];
-        var sampling = SamplingFrom(options);
+        var knobs = ProviderKnobs.Read(options, _logger, _options.RejectUnknownAdditionalProperties);
+        var sampling = SamplingFrom(options, knobs);
         var maxOutput = options?.MaxOutputTokens;
         if (maxOutput is <= 0)
         {
@@ -79,7 +78,7 @@ public sealed partial class KvChatClient
             }
         }
 
-        var prompt = _renderer.Render(full, options, addGenerationPrompt: true, reasoningOff: ReasoningOff(options));
+        var prompt = _renderer.Render(full, options, addGenerationPrompt: true, reasoningOff: ReasoningOff(options, knobs.EnableThinking));
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
         var schema = GuidanceSchema(options, toolNames is not null);
@@ -95,19 +94,9 @@ public sealed partial class KvChatClient
     /// or <c>AdditionalProperties["enable_thinking"]</c> <see langword="false"/> (the chat-template argument Qwen3's
     /// providers take). Other effort levels leave the model's own default (a local model has no effort knob).
     /// </summary>
-    private bool ReasoningOff(ChatOptions? options)
+    private bool ReasoningOff(ChatOptions? options, bool? enableThinking)
     {
-        var off = options?.Reasoning?.Effort == ReasoningEffort.None;
-        if (options?.AdditionalProperties?.TryGetValue(EnableThinkingKey, out var value) == true)
-        {
-            off |= value switch
-            {
-                bool b => !b,
-                JsonElement { ValueKind: JsonValueKind.True or JsonValueKind.False } e => !e.GetBoolean(),
-                string text when bool.TryParse(text, out var b) => !b,
-                _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{EnableThinkingKey}\"] must be a boolean; it is {value?.GetType().Name ?? "null"}.", nameof(options)),
-            };
-        }
+        var off = options?.Reasoning?.Effort == ReasoningEffort.None || enableThinking == false;
 
         if (off && _renderer.Reasoning is { SwitchVariable: null })
         {
@@ -191,11 +180,11 @@ public sealed partial class KvChatClient
         return (names, _renderer.EncodeTemplateText(prefix));
     }
 
-    private SamplingSettings SamplingFrom(ChatOptions? options)
+    private SamplingSettings SamplingFrom(ChatOptions? options, ProviderKnobs knobs)
     {
         var temperature = options?.Temperature ?? (_folder.DoSample ? _folder.Temperature : 0f);
         var topP = options?.TopP ?? (_folder.DoSample ? _folder.TopP : 1f);
-        var topK = options?.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
+        var topK = options?.TopK ?? knobs.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
         if (options?.TopK is <= 0)
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.TopK, "ChatOptions.TopK must be positive.");
@@ -207,7 +196,7 @@ public sealed partial class KvChatClient
             topK,
             options?.FrequencyPenalty ?? 0f,
             options?.PresencePenalty ?? 0f,
-            options?.Seed is { } seed ? unchecked((ulong)seed) : null);
+            (options?.Seed ?? knobs.Seed) is { } seed ? unchecked((ulong)seed) : null);
         try
         {
             settings.Validate();
@@ -240,25 +229,6 @@ public sealed partial class KvChatClient
         if (options.RawRepresentationFactory?.Invoke(this) is { } raw)
         {
             throw new NotSupportedException($"ChatOptions.RawRepresentationFactory returned a {raw.GetType().Name}; KvChatClient takes no raw options.");
-        }
-
-        if (options.AdditionalProperties is { Count: > 0 } additional)
-        {
-            foreach (var key in additional.Keys)
-            {
-                if (key == EnableThinkingKey)
-                {
-                    continue; // Honoured by ReasoningOff.
-                }
-
-                if (_options.RejectUnknownAdditionalProperties)
-                {
-                    throw new NotSupportedException(
-                        $"ChatOptions.AdditionalProperties key '{key}' is not known to KvChatClient (set KvChatClientOptions.RejectUnknownAdditionalProperties to false to log it instead).");
-                }
-
-                Log.UnknownAdditionalProperty(_logger, key);
-            }
         }
     }
 }
