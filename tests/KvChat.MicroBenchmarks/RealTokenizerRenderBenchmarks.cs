@@ -49,7 +49,7 @@ public class RealTokenizerRenderBenchmarks
     {
         BenchModels.EnsureGenAiHandle();
         var family = RealTokenizers.All.Single(f => f.Name == Family);
-        var path = TestModels.PathOf(RealTokenizers.Tiny(family, contextLength: 8192));
+        var path = BenchModels.PathOfRealTokenizer(family);
         _folder = ModelFolder.Read(path);
         _model = new Model(path);
         _baselineTokenizer = new Tokenizer(_model);

@@ -520,7 +520,9 @@ internal sealed class PromptRenderer
                 }
             }
 
-            if (m.Role == "tool" && m.Content is { Length: > 0 } result && !text.Contains(result.Trim(), StringComparison.Ordinal))
+            // As written (or trimmed), or as a JSON string where the template writes results with tojson (Llama 3.1's).
+            if (m.Role == "tool" && m.Content is { Length: > 0 } result && !text.Contains(result.Trim(), StringComparison.Ordinal)
+                && !text.Contains(JsonSerializer.Serialize(result, RelaxedJson)[1..^1], StringComparison.Ordinal))
             {
                 throw new NotSupportedException(
                     $"The chat template does not render the result of call '{m.ToolCallId}' in message {i}: this model's template cannot take tool results.");

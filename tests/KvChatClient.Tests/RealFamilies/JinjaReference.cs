@@ -15,7 +15,7 @@ internal static class JinjaReference
         import json, sys
         import jinja2, jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
-        request = json.loads(sys.stdin.read())
+        requests = json.loads(sys.stdin.read())
         def raise_exception(message):
             raise jinja2.exceptions.TemplateError(message)
         def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -23,13 +23,16 @@ internal static class JinjaReference
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
         env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
-        template = env.from_string(request["template"])
-        variables = dict(request["special"])
-        if request.get("tools") is not None:
-            variables["tools"] = request["tools"]
-        variables.update(request.get("variables") or {})
-        text = template.render(messages=request["messages"], add_generation_prompt=request["add_generation_prompt"], **variables)
-        sys.stdout.buffer.write(text.encode("utf-8"))
+        results = []
+        compiled = {}
+        for request in requests:
+            template = compiled.get(request["template"]) or compiled.setdefault(request["template"], env.from_string(request["template"]))
+            variables = dict(request["special"])
+            if request.get("tools") is not None:
+                variables["tools"] = request["tools"]
+            variables.update(request.get("variables") or {})
+            results.append(template.render(messages=request["messages"], add_generation_prompt=request["add_generation_prompt"], **variables))
+        sys.stdout.buffer.write(json.dumps(results).encode("utf-8"))
         """;
 
     private static readonly Lazy<string?> Python = new(() =>
@@ -44,10 +47,17 @@ internal static class JinjaReference
     /// other template variables given as a JSON object (<c>{"enable_thinking": false}</c>).
     /// </summary>
     public static string Render(string template, string messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special, string? variablesJson = null)
+        => RenderMany(template, [messagesJson], toolsJson, addGenerationPrompt, special, variablesJson)[0];
+
+    /// <summary>Renders several conversations in one python process.</summary>
+    public static string[] RenderMany(string template, IReadOnlyList<string> messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special, string? variablesJson = null)
     {
-        var request = $$"""{"template": {{JsonSerializer.Serialize(template)}}, "messages": {{messagesJson}}, "tools": {{toolsJson ?? "null"}}, "add_generation_prompt": {{(addGenerationPrompt ? "true" : "false")}}, "special": {{JsonSerializer.Serialize(special)}}, "variables": {{variablesJson ?? "null"}}}""";
-        var status = Run(Python.Value ?? "python3", Script, request, out var output);
-        return status == 0 ? output : throw new InvalidOperationException($"jinja2 failed ({status}): {output}");
+        var requests = messagesJson.Select(messages =>
+            $$"""{"template": {{JsonSerializer.Serialize(template)}}, "messages": {{messages}}, "tools": {{toolsJson ?? "null"}}, "add_generation_prompt": {{(addGenerationPrompt ? "true" : "false")}}, "special": {{JsonSerializer.Serialize(special)}}, "variables": {{variablesJson ?? "null"}}}""");
+        var status = Run(Python.Value ?? "python3", Script, "[" + string.Join(",", requests) + "]", out var output);
+        return status == 0
+            ? JsonSerializer.Deserialize<string[]>(output)!
+            : throw new InvalidOperationException($"jinja2 failed ({status}): {output}");
     }
 
     private static int Run(string python, string script, string input, out string output)

@@ -27,8 +27,9 @@ public sealed class RealFamilyOracleTests(ITestOutputHelper output)
         foreach (var name in RealFamily.Names)
         {
             data.Add(name, 0);
-            data.Add(name, 256);
         }
+
+        data.Add("qwen3", new KvChatClientOptions().ReplyMemoCapacity); // The default, with the reply memo on.
 
         return data;
     }

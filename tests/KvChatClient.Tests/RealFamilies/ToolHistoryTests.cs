@@ -80,11 +80,14 @@ public sealed class ToolHistoryTests
         // The renderer's canonical target (GenAI's template engine) agrees with Hugging Face's on this corpus.
         Assert.True(JinjaReference.IsAvailable, "python3 with jinja2 is required (.ci/run installs it).");
         var family = RealFamily.Get(name);
-        foreach (var text in CanonicalPromptTests.Corpus)
+        var corpus = CanonicalPromptTests.Corpus;
+        var conversations = corpus.Select(text => RealFamily.Json([("system", "Be brief."), ("user", text), ("assistant", text), ("user", "Next.")])).ToList();
+        var references = JinjaReference.RenderMany(family.Folder.ChatTemplate!, conversations, null, true, SpecialTokens(family));
+        for (var i = 0; i < corpus.Length; i++)
         {
-            var json = RealFamily.Json([("system", "Be brief."), ("user", text), ("assistant", text), ("user", "Next.")]);
-            var reference = JinjaReference.Render(family.Folder.ChatTemplate!, json, null, true, SpecialTokens(family));
-            Assert.Equal(reference, family.Render(json));
+            var text = corpus[i];
+            var reference = references[i];
+            Assert.Equal(reference, family.Render(conversations[i]));
             Assert.Equal(family.Encode(reference), family.Renderer.Render(
                 [new(ChatRole.System, "Be brief."), new(ChatRole.User, text), new(ChatRole.Assistant, text), new(ChatRole.User, "Next.")], null, true).Tokens);
         }
@@ -108,6 +111,23 @@ public sealed class ToolHistoryTests
 
         Assert.Contains("assistant\n(no content)<tool_call>function:get_weather:{\"city\": \"Paris\", \"days\": 2}</tool_call><tool_call>function:get_time:", text, StringComparison.Ordinal);
         Assert.Contains("tool\nParis: sunny, 21 °C", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TemplateThatWritesResultsAsJson_IsAccepted()
+    {
+        // Llama 3.1's tool template writes results with tojson: quotes and newlines come out escaped.
+        const string template = """
+            {%- for m in messages %}<|im_start|>{{ m.role }}
+            {% if m.role == 'tool' %}{{ m.content | tojson }}{% else %}{{ m.content }}{% endif %}
+            {%- for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}</tool_call>{% endfor %}<|im_end|>
+            {% endfor %}
+            """;
+        var family = RealFamily.Get("qwen3");
+        var history = History();
+        history[3] = new ChatMessage(ChatRole.Tool, [new FunctionResultContent("call_1", "line one\n\"quoted\" 21 °C")]);
+        var text = family.Decode(family.NewRenderer(template).Render(history, null, true).Tokens);
+        Assert.Contains("\"line one\\n\\\"quoted\\\" 21 °C\"", text, StringComparison.Ordinal);
     }
 
     [Fact]
