@@ -19,9 +19,6 @@ internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatc
     /// <summary>Gets the tool calls parsed so far (malformed ones included).</summary>
     public int CallCount { get; private set; }
 
-    /// <summary>Gets whether the reply is (or may still be) inside its reasoning: the next token counts as reasoning.</summary>
-    public bool InReasoning => reasoning?.InReasoning == true;
-
     /// <summary>Feeds a generated token and its decoded piece (a special reasoning tag decodes to nothing: its text is put back).</summary>
     /// <returns><see langword="true"/> when a stop sequence completed: the reply ends.</returns>
     public bool Append(int token, string piece, List<AIContent> output)

@@ -11,15 +11,16 @@ internal enum ReasoningHistoryMode
     ReasoningContent,
 
     /// <summary>
-    /// The template knows the closing tag but not <c>reasoning_content</c>: it keeps only what follows the last closing
-    /// tag (DeepSeek-R1 distills). The client does that cut (the template's own substring test never fires in GenAI)
-    /// and drops <c>TextReasoningContent</c>.
+    /// The template splits content at the closing tag but does not read <c>reasoning_content</c>: it keeps only what
+    /// follows the last closing tag (DeepSeek-R1 distills). The client does that cut (the template's own substring test
+    /// never fires in GenAI) and drops <c>TextReasoningContent</c>.
     /// </summary>
     StripFromContent,
 
     /// <summary>
-    /// The template says nothing about reasoning: text is rendered as it is (inline blocks included) and
-    /// <c>TextReasoningContent</c>, which such a template never reads, is dropped.
+    /// The template does nothing with earlier reasoning (it may name the tags in prose, as Phi-4-mini-reasoning's system
+    /// prompt does): text is rendered as it is (inline blocks included) and <c>TextReasoningContent</c>, which such a
+    /// template never reads, is dropped.
     /// </summary>
     Verbatim,
 }
@@ -85,8 +86,8 @@ internal sealed class ReasoningFormat
     /// The format when both <c>&lt;think&gt;</c> and <c>&lt;/think&gt;</c> appear in the template or among the added
     /// tokens; <see langword="null"/> otherwise (the model does not reason in a way this client knows). The history mode
     /// is <see cref="ReasoningHistoryMode.ReasoningContent"/> when the template reads <c>reasoning_content</c>,
-    /// <see cref="ReasoningHistoryMode.StripFromContent"/> when it mentions the closing tag, and
-    /// <see cref="ReasoningHistoryMode.Verbatim"/> otherwise. The switch is <c>enable_thinking</c> when the template
+    /// <see cref="ReasoningHistoryMode.StripFromContent"/> when it splits text at the closing tag
+    /// (<c>split('&lt;/think&gt;')</c>), and <see cref="ReasoningHistoryMode.Verbatim"/> otherwise. The switch is <c>enable_thinking</c> when the template
     /// reads it.
     /// </returns>
     public static ReasoningFormat? Detect(string? chatTemplate, IReadOnlyCollection<TokenizerAddedToken> addedTokens)
@@ -100,7 +101,8 @@ internal sealed class ReasoningFormat
         }
 
         var history = template.Contains("reasoning_content", StringComparison.Ordinal) ? ReasoningHistoryMode.ReasoningContent
-            : template.Contains(ThinkClose, StringComparison.Ordinal) ? ReasoningHistoryMode.StripFromContent
+            : template.Contains($"split('{ThinkClose}')", StringComparison.Ordinal) || template.Contains($"split(\"{ThinkClose}\")", StringComparison.Ordinal)
+                ? ReasoningHistoryMode.StripFromContent
             : ReasoningHistoryMode.Verbatim;
         var tags = addedTokens
             .Where(t => t.Special && t.Content is ThinkOpen or ThinkClose)

@@ -35,6 +35,17 @@ public sealed class ReasoningFormatTests
         Assert.Equal("</think>", format.TagTokens[91]);
     }
 
+    [Fact]
+    public void Detect_TagsOnlyInSystemProse_RendersVerbatim()
+    {
+        // Phi-4-mini-reasoning's shape: the default system prompt describes the tags; the template never splits on them.
+        const string template = "{{ '<|system|>Answer as <think> {Thought} </think> {Solution}.<|end|>' }}{% for m in messages %}{{ '<|' + m.role + '|>' + m.content + '<|end|>' }}{% endfor %}{{ '<|assistant|>' }}";
+        var format = ReasoningFormat.Detect(template, NoTokens);
+        Assert.NotNull(format);
+        Assert.Equal(ReasoningHistoryMode.Verbatim, format.History);
+        Assert.Equal(ReasoningStart.ModelDecides, format.StartOf("<|user|>Hi<|end|><|assistant|>"));
+    }
+
     [Theory]
     [InlineData("{{ '<|im_start|>' }}")]
     [InlineData("{{ '<think>' }} only the opening")]
