@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using KvChat;
 using KvChat.ModelKit;
 using KvChat.Testing;
+using KvChat.Tests;
 using KvChat.Tests.RealFamilies;
 using Microsoft.Extensions.AI;
 using Microsoft.ML.OnnxRuntimeGenAI;
@@ -154,6 +155,37 @@ public sealed class ReasoningEndToEndTests
         using var tokenizer = new Tokenizer(model);
         using var encoded = tokenizer.Encode(expected);
         Assert.Equal(encoded[0].ToArray(), traces[0].Prompt);
+    }
+
+    [Fact]
+    public async Task Oracle_Qwen3ReasoningTurns_EachTurnIsAFreshPrefillOfJinja2sPrompt()
+    {
+        using var harness = new OracleHarness(Qwen3Saying(ReasonedReply), new KvChatClientOptions { MaxSessions = 1 });
+        var history = new List<ChatMessage> { new(ChatRole.System, SystemPrompt) };
+        var reference = new JsonArray { Hf("system", SystemPrompt) };
+        using var model = new Model(PlainQwen3);
+        using var tokenizer = new Tokenizer(model);
+        foreach (var user in new[] { "Hi!", "Tell me more.", "And then?" })
+        {
+            history.Add(new ChatMessage(ChatRole.User, user));
+            reference.Add(Hf("user", user));
+            var response = await harness.Client.GetResponseAsync(history, Greedy());
+            var trace = harness.Last;
+
+            // The prompt is the canonical encoding of Hugging Face's rendering of the same history (reasoning_content).
+            using var encoded = tokenizer.Encode(Jinja(ReasoningTemplates.Qwen3, reference));
+            Assert.Equal(encoded[0].ToArray(), trace.Prompt);
+
+            // The cached turn says what a fresh prefill of that prompt says, and its logits are a fresh prefill's.
+            Assert.Equal(harness.Fresh(trace.Prompt, 256), trace.Generated);
+            using var fresh = RawGeneration.NewGenerator((Model)harness.Client.GetService(typeof(Model))!);
+            fresh.AppendTokens(trace.Prompt);
+            Assert.True(RawGeneration.MaxAbsDifference(RawGeneration.LastLogits(fresh), trace.PromptLogits!) < 1e-4f);
+            Assert.True(history.Count == 2 ? trace.Cached == 0 : trace.Cached > 0);
+
+            history.AddRange(response.Messages);
+            reference.Add(Hf("assistant", Answer, Thought));
+        }
     }
 
     public static TheoryData<string> Histories() => ["reasoning-content", "inline", "tools", "mixed"];
