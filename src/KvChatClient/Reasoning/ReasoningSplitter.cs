@@ -24,6 +24,11 @@ internal readonly record struct ReasoningSplit(string Reasoning, string Answer)
 /// later in the answer, and a second reasoning block, are answer text. A reply that ends inside the reasoning (a token
 /// limit) is all reasoning. The result does not depend on how the reply was cut into chunks.
 /// </para>
+/// <para>
+/// Hand-written because no library serves: Microsoft.Extensions.AI defines <c>TextReasoningContent</c> but leaves the
+/// parsing to each provider, GenAI 0.18's managed API has no reasoning parser, and the serving stacks that have one
+/// (vLLM's reasoning parsers) are Python.
+/// </para>
 /// <para>One instance serves one reply; not thread-safe.</para>
 /// </remarks>
 internal sealed class ReasoningSplitter
