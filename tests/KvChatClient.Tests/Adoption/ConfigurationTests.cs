@@ -29,11 +29,13 @@ public sealed class ConfigurationTests
             ("MaxCacheBytes", "1000000000"),
             ("BlockSize", "8"),
             ("BusySessionBehavior", "wait"),
+            ("SessionBackend", "generator"),
             ("EnableConversationIds", "true"),
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
-            ("RejectUnknownAdditionalProperties", "True")));
+            ("RejectUnknownAdditionalProperties", "True"),
+            ("IntraOpThreads", "1")));
         await using var provider = services.BuildServiceProvider();
 
         var options = provider.GetRequiredService<IOptions<KvChatClientOptions>>().Value;
@@ -43,11 +45,13 @@ public sealed class ConfigurationTests
         Assert.Equal(1_000_000_000, options.MaxCacheBytes);
         Assert.Equal(8, options.BlockSize);
         Assert.Equal(BusySessionBehavior.Wait, options.BusySessionBehavior);
+        Assert.Equal(KvSessionBackend.Generator, options.SessionBackend);
         Assert.True(options.EnableConversationIds);
         Assert.Equal(7, options.MaxConversations);
         Assert.Equal(0, options.ReplyMemoCapacity);
         Assert.Equal("configured-model", options.ModelId);
         Assert.True(options.RejectUnknownAdditionalProperties);
+        Assert.Equal(1, options.IntraOpThreads);
 
         var client = provider.GetRequiredService<IChatClient>();
         Assert.Equal(256, client.GetService<KvChatClient>()!.ContextTokens);
@@ -77,11 +81,14 @@ public sealed class ConfigurationTests
         { "ContextTokens", "8", "KvChat:ContextTokens = '8' is out of range: ContextTokens ('8') must be greater than or equal to '16'." },
         { "MaxCacheBytes", "-1", "KvChat:MaxCacheBytes = '-1' is out of range: MaxCacheBytes ('-1') must be greater than or equal to '1'." },
         { "ReplyMemoCapacity", "-3", "KvChat:ReplyMemoCapacity = '-3' is out of range: ReplyMemoCapacity ('-3') must be a non-negative value." },
+        { "IntraOpThreads", "0", "KvChat:IntraOpThreads = '0' is out of range: IntraOpThreads ('0') must be greater than or equal to '1'." },
+        { "IntraOpThreads", "2000", "KvChat:IntraOpThreads = '2000' is out of range: IntraOpThreads ('2000') must be less than or equal to '1024'." },
         { "MaxSessions", "many", "KvChat:MaxSessions = 'many' is not an integer (Int32)." },
         { "MaxSessions", "99999999999", "KvChat:MaxSessions = '99999999999' is out of range for an integer (Int32)." },
         { "EnableConversationIds", "yes", "KvChat:EnableConversationIds = 'yes' is not true or false." },
         { "BusySessionBehavior", "Sometimes", "KvChat:BusySessionBehavior = 'Sometimes' is not one of TakeOther, Wait." },
         { "BusySessionBehavior", "7", "KvChat:BusySessionBehavior = '7' is not one of TakeOther, Wait." },
+        { "SessionBackend", "GenAI", "KvChat:SessionBackend = 'GenAI' is not one of Auto, Generator, Owned." },
         { "MaxSesions", "2", "KvChat:MaxSesions is not a KvChatClientOptions setting; the settings are " },
         { "LoggerFactory", "console", "KvChat:LoggerFactory is not a KvChatClientOptions setting" },
     };
