@@ -340,6 +340,13 @@ internal sealed class DecoderGraph
         var column = _g.Node("Clip", [offset, _g.FloatScalar(-1f), _g.FloatScalar(plan.MaxLength)]);
         var flat = _g.Node("Add", [_g.Node("Mul", [row, _g.FloatScalar(plan.Columns)]), _g.Node("Add", [column, _g.FloatScalar(1f)])]);
         var index = _g.Node("Cast", [flat], null, "", Attr("to", (long)DataType.Int64));
+        if (plan.Sparse)
+        {
+            // A real vocabulary is too large for a dense table: the table holds ids, expanded to one-hot logits.
+            var ids = _g.Node("Gather", [_g.Int64s(plan.BuildIdTable(_o.VocabSize)), index]);
+            return _g.Node("OneHot", [ids, _g.Int64s(_o.VocabSize), _g.Float(_g.Fresh("script.on_off"), [0f, ScriptLogit], 2)], null, "", Attr("axis", -1L));
+        }
+
         return _g.Node("Gather", [_g.Float("script.logits", plan.BuildTable(_o.VocabSize, ScriptLogit), plan.Rows * plan.Columns, _o.VocabSize), index]);
     }
 
@@ -390,6 +397,42 @@ internal sealed class ScriptPlan
     private readonly int[]?[] _byRow;
     private readonly int _eos;
 
+    private ScriptPlan(int[] messageStartIds, int generationPromptOffset, int eos, int[]?[] byRow)
+    {
+        MessageStartIds = messageStartIds;
+        GenerationPromptOffset = generationPromptOffset;
+        _eos = eos;
+        Rows = byRow.Length;
+        _byRow = byRow;
+        MaxLength = byRow.Max(ids => ids?.Length ?? 0);
+        Columns = MaxLength + 2;
+        Sparse = true;
+    }
+
+    /// <summary>Gets whether the graph holds the script as ids expanded by <c>OneHot</c> (real vocabularies), not as dense logits.</summary>
+    public bool Sparse { get; }
+
+    /// <summary>Row r, column c + 1: the id said for reply token c when r messages precede; the vocabulary size (no logits) elsewhere.</summary>
+    public long[] BuildIdTable(int vocabSize)
+    {
+        var table = new long[Rows * Columns];
+        Array.Fill(table, vocabSize);
+        for (var row = 0; row < Rows; row++)
+        {
+            if (_byRow[row] is not { } ids)
+            {
+                continue;
+            }
+
+            for (var column = 0; column <= MaxLength; column++)
+            {
+                table[(row * Columns) + column + 1] = column < ids.Length ? ids[column] : _eos;
+            }
+        }
+
+        return table;
+    }
+
     public ScriptPlan(ModelKitOptions options, Vocabulary vocab)
     {
         var family = vocab.Family;
@@ -417,6 +460,35 @@ internal sealed class ScriptPlan
     }
 
     public int[] MessageStartIds { get; }
+
+    /// <summary>A plan for a model over a real tokenizer: the same reply ids after every generation prompt.</summary>
+    public static ScriptPlan ForTokens(TokenScript script, IReadOnlyList<(int Id, string Content, bool Special)> addedTokens, int eos, int vocabSize)
+    {
+        var start = addedTokens.Where(t => t.Content == script.MessageStart).Select(t => t.Id).DefaultIfEmpty(-1).First();
+        if (start < 0)
+        {
+            throw new ArgumentException($"The tokenizer has no added token '{script.MessageStart}' to start messages with.", nameof(script));
+        }
+
+        var byCount = script.ByMessageCount ?? new Dictionary<int, IReadOnlyList<int>>();
+        if (byCount.Keys.Any(k => k < 0 || k > 4096))
+        {
+            throw new ArgumentOutOfRangeException(nameof(script), "TokenScript.ByMessageCount keys must be message counts from 0 to 4096.");
+        }
+
+        if (script.Reply.Concat(byCount.Values.SelectMany(v => v)).Any(id => (uint)id >= (uint)vocabSize))
+        {
+            throw new ArgumentException($"TokenScript holds an id outside the vocabulary (0..{vocabSize - 1}).", nameof(script));
+        }
+
+        var rows = new int[]?[(byCount.Count == 0 ? 0 : byCount.Keys.Max()) + 2];
+        for (var row = 0; row < rows.Length; row++)
+        {
+            rows[row] = byCount.TryGetValue(row, out var ids) ? [.. ids] : [.. script.Reply];
+        }
+
+        return new ScriptPlan([start], script.GenerationPromptLength - 1, eos, rows);
+    }
 
     /// <summary>Tokens from the generation prompt's message start to its last token.</summary>
     public int GenerationPromptOffset { get; }

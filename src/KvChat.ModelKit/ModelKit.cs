@@ -110,7 +110,8 @@ public static partial class ModelKit
         System.IO.Directory.CreateDirectory(directory);
 
         var modelPath = Path.Combine(directory, "model.onnx");
-        var model = DecoderGraph.Build(options, tokenizer.LogitBias(options.PrintableBias, options.EndOfTurnBias), script: null, out var parameters);
+        var script = options.TokenScript is { } ts ? ScriptPlan.ForTokens(ts, tokenizer.AddedTokens, tokenizer.EosIds[0], options.VocabSize) : null;
+        var model = DecoderGraph.Build(options, tokenizer.LogitBias(options.PrintableBias, options.EndOfTurnBias), script, out var parameters);
         WriteAtomically(modelPath, stream => model.WriteTo(stream));
         model = null;
 
@@ -136,7 +137,8 @@ public static partial class ModelKit
             AddedTokenIds = addedIds,
             SpecialTokens = [.. tokenizer.AddedTokens.Where(t => t.Special).Select(t => t.Content)],
             ChatTemplate = tokenizer.ChatTemplate,
-            ScriptTokens = _ => [],
+            ScriptTokens = count => options.TokenScript is not { } script ? []
+                : script.ByMessageCount?.TryGetValue(count, out var ids) == true ? ids : script.Reply,
         };
     }
 

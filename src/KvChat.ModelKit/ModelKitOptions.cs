@@ -140,11 +140,19 @@ public sealed partial record ModelKitOptions
     /// </summary>
     public string? ModelType { get; init; }
 
+    /// <summary>
+    /// Gets, for a model over a real tokenizer (<see cref="TokenizerFrom"/>), the token ids every reply says under greedy
+    /// decoding (then the end-of-sequence token), so that a reply of exactly those real tokens can be generated; or
+    /// <see langword="null"/>. The kit has no encoder for a real tokenizer: the caller encodes the text.
+    /// <value>The default value is <see langword="null"/>.</value>
+    /// </summary>
+    public TokenScript? TokenScript { get; init; }
+
     /// <summary>Gets the size of one attention head.</summary>
     public int HeadSize => HiddenSize / NumHeads;
 
     /// <summary>Gets whether the model says scripted text.</summary>
-    public bool IsScripted => Script is not null || ScriptByMessageCount is { Count: > 0 };
+    public bool IsScripted => Script is not null || ScriptByMessageCount is { Count: > 0 } || TokenScript is not null;
 
     /// <summary>Checks that the dimensions fit together.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A dimension is out of range or they do not fit together.</exception>
@@ -168,9 +176,19 @@ public sealed partial record ModelKitOptions
             throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, $"GroupQueryAttention needs a head size that is a multiple of 8; HiddenSize / NumHeads is {HeadSize}.");
         }
 
-        if (TokenizerFrom is not null && IsScripted)
+        if (TokenizerFrom is not null && (Script is not null || ScriptByMessageCount is { Count: > 0 }))
         {
-            throw new ArgumentException("A model over a real tokenizer (TokenizerFrom) cannot be scripted: the kit scripts only its own tokenizer.", nameof(TokenizerFrom));
+            throw new ArgumentException("A model over a real tokenizer (TokenizerFrom) cannot be scripted by text: the kit encodes only its own tokenizer (give TokenScript ids).", nameof(TokenizerFrom));
+        }
+
+        if (TokenScript is not null && TokenizerFrom is null)
+        {
+            throw new ArgumentException("TokenScript scripts a model over a real tokenizer: set TokenizerFrom (or use Script).", nameof(TokenScript));
+        }
+
+        if (TokenScript is { } ts && (ts.Reply.Count == 0 || ts.GenerationPromptLength < 1 || string.IsNullOrEmpty(ts.MessageStart)))
+        {
+            throw new ArgumentException("TokenScript needs a message-start token, a generation prompt of at least one token and a non-empty reply.", nameof(TokenScript));
         }
 
         if (ModelType is { Length: 0 })
@@ -183,4 +201,22 @@ public sealed partial record ModelKitOptions
             throw new ArgumentOutOfRangeException(nameof(NumKvHeads), NumKvHeads, $"NumHeads ({NumHeads}) must be a multiple of NumKvHeads.");
         }
     }
+}
+
+/// <summary>What a scripted model over a real tokenizer says, and how it finds where a reply starts.</summary>
+/// <param name="MessageStart">The added token that starts every message and the generation prompt (<c>&lt;|im_start|&gt;</c>).</param>
+/// <param name="GenerationPromptLength">The tokens of the generation prompt, its message-start token included (3 for Qwen3's <c>&lt;|im_start|&gt;assistant\n</c>).</param>
+/// <param name="Reply">The reply's token ids, end-of-sequence not included.</param>
+public sealed record TokenScript(string MessageStart, int GenerationPromptLength, IReadOnlyList<int> Reply)
+{
+    /// <summary>
+    /// Gets replies keyed by the number of message-start tokens before the generation prompt; other counts fall back
+    /// to <see cref="Reply"/>. <value>The default value is <see langword="null"/>.</value>
+    /// </summary>
+    public IReadOnlyDictionary<int, IReadOnlyList<int>>? ByMessageCount { get; init; }
+
+    /// <inheritdoc/>
+    public override string ToString()
+        => $"TokenScript({MessageStart}, {GenerationPromptLength}, [{string.Join(",", Reply)}]"
+            + string.Concat((ByMessageCount ?? new Dictionary<int, IReadOnlyList<int>>()).OrderBy(p => p.Key).Select(p => $", {p.Key}: [{string.Join(",", p.Value)}]")) + ")";
 }

@@ -32,17 +32,18 @@ public sealed partial class KvChatClient
         contents.Clear();
     }
 
-    /// <summary>A reply's contents for history: adjacent text merged, calls kept in order.</summary>
+    /// <summary>A reply's contents for history: adjacent text (and adjacent reasoning) merged, calls kept in order.</summary>
     private static List<AIContent> MergeText(List<AIContent> contents)
     {
         var merged = new List<AIContent>();
         var text = new StringBuilder();
-        foreach (var content in contents)
+        var reasoning = new StringBuilder();
+        void Flush()
         {
-            if (content is TextContent t)
+            if (reasoning.Length > 0)
             {
-                text.Append(t.Text);
-                continue;
+                merged.Add(new TextReasoningContent(reasoning.ToString()));
+                reasoning.Clear();
             }
 
             if (text.Length > 0)
@@ -50,13 +51,39 @@ public sealed partial class KvChatClient
                 merged.Add(new TextContent(text.ToString()));
                 text.Clear();
             }
-
-            merged.Add(content);
         }
 
-        if (text.Length > 0 || merged.Count == 0)
+        foreach (var content in contents)
         {
-            merged.Add(new TextContent(text.ToString()));
+            switch (content)
+            {
+                case TextContent t:
+                    if (reasoning.Length > 0)
+                    {
+                        Flush();
+                    }
+
+                    text.Append(t.Text);
+                    break;
+                case TextReasoningContent r:
+                    if (text.Length > 0)
+                    {
+                        Flush();
+                    }
+
+                    reasoning.Append(r.Text);
+                    break;
+                default:
+                    Flush();
+                    merged.Add(content);
+                    break;
+            }
+        }
+
+        Flush();
+        if (!merged.OfType<TextContent>().Any() && !merged.OfType<FunctionCallContent>().Any())
+        {
+            merged.Add(new TextContent(string.Empty));
         }
 
         return merged;
@@ -105,7 +132,9 @@ public sealed partial class KvChatClient
             using var streamScope = stream;
             var pipeline = new ReplyTextPipeline(
                 request.ToolNames is null ? null : new ToolCallParser(_toolFormat!, request.ToolNames),
-                request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
+                request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null,
+                _renderer.Reasoning is { } reasoning && request.JsonSchema is null ? new ReasoningSplitter(reasoning, request.ReasoningStart) : null,
+                request.ShowReasoning);
             var constraint = request.Constraint?.Invoke();
             var forced = request.ForcedTokens;
             var contents = new List<AIContent>();
@@ -150,7 +179,7 @@ public sealed partial class KvChatClient
                 generated.Add(next);
                 source.Accept(next);
                 constraint?.Accept(next);
-                var stopped = pipeline.Append(stream.Decode(next), contents);
+                var stopped = pipeline.Append(next, stream.Decode(next), contents);
                 Emit(writer, contents, reply, text);
                 if (stopped || constraint?.IsComplete == true)
                 {

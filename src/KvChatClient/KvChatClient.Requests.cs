@@ -31,6 +31,8 @@ public sealed partial class KvChatClient
         IReadOnlyList<string> StopSequences,
         Conversations.Conversation? Conversation,
         int ConversationVersion,
+        ReasoningStart ReasoningStart,
+        bool ShowReasoning,
         Func<ITokenConstraint>? Constraint = null);
 
     private Request PrepareRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
@@ -76,13 +78,34 @@ public sealed partial class KvChatClient
             }
         }
 
-        var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
+        var prompt = _renderer.Render(full, options, addGenerationPrompt: true, reasoningOff: ReasoningOff(options, knobs.EnableThinking));
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
         var schema = GuidanceSchema(options, toolNames is not null);
         return new Request(
             prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
-            list, options, sampling, maxOutput, stops, conversation, version);
+            list, options, sampling, maxOutput, stops, conversation, version,
+            forced.Length > 0 ? ReasoningStart.Answer : prompt.ReasoningStart, // A forced tool-call opening starts the answer.
+            options?.Reasoning?.Output != ReasoningOutput.None);
+    }
+
+    /// <summary>
+    /// Whether the request switches reasoning off: <c>ChatOptions.Reasoning.Effort</c> <see cref="ReasoningEffort.None"/>,
+    /// or <c>AdditionalProperties["enable_thinking"]</c> <see langword="false"/> (the chat-template argument Qwen3's
+    /// providers take). Other effort levels leave the model's own default (a local model has no effort knob).
+    /// </summary>
+    private bool ReasoningOff(ChatOptions? options, bool? enableThinking)
+    {
+        var off = options?.Reasoning?.Effort == ReasoningEffort.None || enableThinking == false;
+
+        if (off && _renderer.Reasoning is { SwitchVariable: null })
+        {
+            throw new NotSupportedException(
+                "Reasoning was switched off (ChatOptions.Reasoning.Effort None or enable_thinking false), but this model's chat template " +
+                "always reasons: it has no enable_thinking switch.");
+        }
+
+        return off && _renderer.Reasoning is not null;
     }
 
     /// <summary>

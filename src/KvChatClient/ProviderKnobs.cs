@@ -8,14 +8,16 @@ namespace KvChat;
 
 /// <summary>
 /// What <c>ChatOptions.AdditionalProperties</c> carries that other providers honour: <c>top_k</c> and <c>seed</c>
-/// (Semantic Kernel and OpenAI-style callers send them there) are honoured when the typed option is unset; keys this
+/// (Semantic Kernel and OpenAI-style callers send them there) are honoured when the typed option is unset, and so is
+/// <c>enable_thinking</c> (Qwen3's switch, which Qwen's own serving stacks take as a chat-template argument); keys this
 /// client knows but cannot honour (<c>stream_options</c>, <c>repetition_penalty</c>, ...) are logged at debug with the
 /// reason; any other key is logged at debug and ignored, or rejected when
 /// <see cref="KvChatClientOptions.RejectUnknownAdditionalProperties"/> is set.
 /// </summary>
 /// <param name="TopK">The <c>top_k</c> value, if given.</param>
 /// <param name="Seed">The <c>seed</c> value, if given.</param>
-internal readonly record struct ProviderKnobs(int? TopK, long? Seed)
+/// <param name="EnableThinking">The <c>enable_thinking</c> value (Qwen3's chat-template switch), if given.</param>
+internal readonly record struct ProviderKnobs(int? TopK, long? Seed, bool? EnableThinking = null)
 {
     /// <summary>Keys other providers take that this client leaves alone, and why.</summary>
     private static readonly FrozenDictionary<string, string> Ignored = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -48,6 +50,7 @@ internal readonly record struct ProviderKnobs(int? TopK, long? Seed)
 
         int? topK = null;
         long? seed = null;
+        bool? enableThinking = null;
         foreach (var (key, value) in additional)
         {
             switch (key)
@@ -59,6 +62,15 @@ internal readonly record struct ProviderKnobs(int? TopK, long? Seed)
                     break;
                 case "seed":
                     seed = WholeNumber(key, value, nameof(options));
+                    break;
+                case "enable_thinking":
+                    enableThinking = value switch
+                    {
+                        bool b => b,
+                        JsonElement { ValueKind: JsonValueKind.True or JsonValueKind.False } json => json.GetBoolean(),
+                        string text when bool.TryParse(text, out var b) => b,
+                        _ => throw new ArgumentException($"ChatOptions.AdditionalProperties['enable_thinking'] must be a boolean; it is {value ?? "null"}.", nameof(options)),
+                    };
                     break;
                 default:
                     if (Ignored.TryGetValue(key, out var reason))
@@ -79,7 +91,7 @@ internal readonly record struct ProviderKnobs(int? TopK, long? Seed)
             }
         }
 
-        return new ProviderKnobs(topK, seed);
+        return new ProviderKnobs(topK, seed, enableThinking);
     }
 
     /// <summary>A whole number from the shapes callers send: integers, doubles (Semantic Kernel), strings, JSON.</summary>

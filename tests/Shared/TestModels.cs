@@ -30,7 +30,9 @@ internal static class TestModels
     private static string Key(ModelKitOptions o)
     {
         var text = new StringBuilder()
-            .Append(o with { ScriptByMessageCount = null })
+            .Append(o with { ScriptByMessageCount = null, TokenScript = null })
+            .Append('|')
+            .Append(o.TokenScript)
             .Append('|');
         if (o.ScriptByMessageCount is not null)
         {

@@ -3,11 +3,13 @@ using Microsoft.Extensions.AI;
 namespace KvChat;
 
 /// <summary>
-/// What a reply's decoded text becomes: tool-call markup parsed into <see cref="FunctionCallContent"/> (when tools were
-/// offered), then stop sequences applied to the visible text only (so they never cut a call or match markup).
+/// What a reply's decoded text becomes: a reasoning model's reasoning split off as <see cref="TextReasoningContent"/>
+/// (when the model reasons), tool-call markup in the answer parsed into <see cref="FunctionCallContent"/> (when tools
+/// were offered), then stop sequences applied to the answer's visible text only (so they never cut a call or match
+/// markup, and never end a reply while it reasons).
 /// </summary>
 /// <remarks>One instance serves one reply; not thread-safe.</remarks>
-internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatcher? matcher)
+internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatcher? matcher, ReasoningSplitter? reasoning = null, bool showReasoning = true)
 {
     private ToolCallParser? _parser = parser;
 
@@ -17,6 +19,11 @@ internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatc
     /// <summary>Gets the tool calls parsed so far (malformed ones included).</summary>
     public int CallCount { get; private set; }
 
+    /// <summary>Feeds a generated token and its decoded piece (a special reasoning tag decodes to nothing: its text is put back).</summary>
+    /// <returns><see langword="true"/> when a stop sequence completed: the reply ends.</returns>
+    public bool Append(int token, string piece, List<AIContent> output)
+        => Append(reasoning?.TagText(token) ?? piece, output);
+
     /// <summary>Feeds a decoded piece; adds what is now safe to show to <paramref name="output"/>.</summary>
     /// <returns><see langword="true"/> when a stop sequence completed: the reply ends.</returns>
     public bool Append(string piece, List<AIContent> output)
@@ -24,6 +31,23 @@ internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatc
         if (StoppedByString)
         {
             return true;
+        }
+
+        if (reasoning is not null)
+        {
+            var split = reasoning.Append(piece);
+            Reason(split.Reasoning, output);
+            piece = split.Answer;
+        }
+
+        return Answer(piece, output);
+    }
+
+    private bool Answer(string piece, List<AIContent> output)
+    {
+        if (piece.Length == 0)
+        {
+            return false;
         }
 
         if (_parser is null)
@@ -48,6 +72,16 @@ internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatc
         if (StoppedByString)
         {
             return;
+        }
+
+        if (reasoning is not null)
+        {
+            var split = reasoning.Complete();
+            Reason(split.Reasoning, output);
+            if (Answer(split.Answer, output))
+            {
+                return;
+            }
         }
 
         if (_parser is not null)
@@ -85,6 +119,14 @@ internal sealed class ReplyTextPipeline(ToolCallParser? parser, StopSequenceMatc
         }
 
         return StoppedByString;
+    }
+
+    private void Reason(string text, List<AIContent> output)
+    {
+        if (showReasoning && text.Length > 0)
+        {
+            output.Add(new TextReasoningContent(text));
+        }
     }
 
     private void AddCalls(IReadOnlyList<FunctionCallContent> calls, List<AIContent> output)

@@ -14,7 +14,8 @@ namespace KvChat;
 /// The tokens through the first non-system message's text: what identifies the conversation (two conversations that
 /// share a system prompt diverge before this point; an edit deeper in one conversation diverges after it).
 /// </param>
-internal sealed record RenderedPrompt(int[] Tokens, int MessageCount, int IdentityLength);
+/// <param name="ReasoningStart">Where the reply starts for a reasoning model (see <see cref="ReasoningFormat.StartOf"/>).</param>
+internal sealed record RenderedPrompt(int[] Tokens, int MessageCount, int IdentityLength, ReasoningStart ReasoningStart = ReasoningStart.ModelDecides);
 
 /// <summary>
 /// Turns chat messages into the canonical token ids of the model's own chat template: the template is rendered over the
@@ -60,6 +61,7 @@ internal sealed class PromptRenderer
     private readonly Tokenizer _tokenizer;
     private readonly Lock _tokenizerLock;
     private readonly string? _template;
+    private readonly string? _reasoningOffTemplate;
     private readonly AddedTokenMatcher _matcher;
     private readonly string[] _controlTokens;
     private readonly SearchValues<string> _guarded;
@@ -80,6 +82,13 @@ internal sealed class PromptRenderer
         var template = templateOverride ?? folder.ChatTemplate
             ?? throw new InvalidDataException(
                 $"The model folder '{folder.Path}' has no chat_template in tokenizer_config.json: set KvChatClientOptions.ChatTemplate.");
+
+        Reasoning = ReasoningFormat.Detect(template, folder.AddedTokens);
+        if (Reasoning?.SwitchVariable is { } variable)
+        {
+            // GenAI's ApplyChatTemplate takes no extra variables: the switch is set at the top of the template itself.
+            _reasoningOffTemplate = $"{{%- set {variable} = false %}}" + template;
+        }
 
         var control = folder.AddedTokens
             .Where(t => !string.IsNullOrWhiteSpace(t.Content) && (t.Special || template.Contains(t.Content, StringComparison.Ordinal)))
@@ -115,6 +124,9 @@ internal sealed class PromptRenderer
         _nullContentForCalls = TemplateAcceptsNullContent();
     }
 
+    /// <summary>Gets the model's reasoning format, or <see langword="null"/> when it does not reason.</summary>
+    public ReasoningFormat? Reasoning { get; }
+
     /// <summary>Gets the replies whose text re-encodes to other ids than were generated.</summary>
     public long RetokenizedReplies => Interlocked.Read(ref _retokenizedReplies);
 
@@ -124,13 +136,17 @@ internal sealed class PromptRenderer
     /// <summary>Renders and encodes a conversation.</summary>
     /// <exception cref="ArgumentException">A message is empty, holds U+0000, or the template rejects the conversation.</exception>
     /// <exception cref="NotSupportedException">A message holds content this client cannot send, a tool is not a function, or the template drops a tool call or result.</exception>
-    public RenderedPrompt Render(IReadOnlyList<ChatMessage> messages, ChatOptions? options, bool addGenerationPrompt)
+    /// <param name="messages">The conversation.</param>
+    /// <param name="options">The request's options (instructions and tools shape the prompt).</param>
+    /// <param name="addGenerationPrompt">Whether to end with the template's generation prompt.</param>
+    /// <param name="reasoningOff">Whether to render with the template's reasoning switch off (see <see cref="ReasoningFormat.SwitchVariable"/>).</param>
+    public RenderedPrompt Render(IReadOnlyList<ChatMessage> messages, ChatOptions? options, bool addGenerationPrompt, bool reasoningOff = false)
     {
-        var flat = Flatten(messages, options?.Instructions);
+        var flat = Flatten(messages, options?.Instructions, Reasoning);
         var forged = false;
         var dtos = ToTemplateMessages(flat, ref forged);
         var tools = options?.ToolMode is NoneChatToolMode ? null : ToolsJson(options?.Tools, ref forged);
-        var text = Apply(Serialize(dtos), tools, addGenerationPrompt, nameof(messages));
+        var text = Apply(Serialize(dtos), tools, addGenerationPrompt, nameof(messages), reasoningOff ? _reasoningOffTemplate : _template);
         EnsureToolHistoryRendered(dtos, text);
 
         // Where a remembered reply sits verbatim after the rendering of everything before it, its generated ids go in.
@@ -164,7 +180,8 @@ internal sealed class PromptRenderer
             identity = Math.Min(head.Count, tokens.Count);
         }
 
-        return new RenderedPrompt([.. tokens], flat.Count, identity);
+        var replyStart = Reasoning is not null && addGenerationPrompt ? Reasoning.StartOf(text) : ReasoningStart.ModelDecides;
+        return new RenderedPrompt([.. tokens], flat.Count, identity, replyStart);
     }
 
     /// <summary>
@@ -340,13 +357,13 @@ internal sealed class PromptRenderer
 
     private static int[] CommonPrefix(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a[..a.CommonPrefixLength(b)].ToArray();
 
-    private string Apply(string messagesJson, string? toolsJson, bool addGenerationPrompt, string parameterName)
+    private string Apply(string messagesJson, string? toolsJson, bool addGenerationPrompt, string parameterName, string? template = null)
     {
         lock (_tokenizerLock)
         {
             try
             {
-                return _tokenizer.ApplyChatTemplate(_template, messagesJson, toolsJson, addGenerationPrompt);
+                return _tokenizer.ApplyChatTemplate(template ?? _template, messagesJson, toolsJson, addGenerationPrompt);
             }
             catch (OnnxRuntimeGenAIException e)
             {
@@ -473,11 +490,13 @@ internal sealed class PromptRenderer
 
             // Hugging Face's shape: an assistant message that only calls tools has no content (null), where the
             // template takes null; templates that print "None" or fail on null (Qwen3's) get "".
-            var content = calls is not null && m.Content.Length == 0 && _nullContentForCalls ? null : Neutralize(m.Content, ref forged);
+            // A message with reasoning keeps "" (templates that render reasoning concatenate the content after it).
+            var content = calls is not null && m.Content.Length == 0 && _nullContentForCalls && m.Reasoning is null ? null : Neutralize(m.Content, ref forged);
             result.Add(new TemplateMessage
             {
                 Role = Neutralize(m.Role, ref forged),
                 Content = content,
+                ReasoningContent = m.Reasoning is null ? null : Neutralize(m.Reasoning, ref forged),
                 ToolCalls = calls,
                 ToolCallId = m.ToolCallId is null ? null : Neutralize(m.ToolCallId, ref forged),
             });
@@ -542,9 +561,9 @@ internal sealed class PromptRenderer
         return withNull is not null && (!withNull.Contains("None", StringComparison.Ordinal) || (withEmpty?.Contains("None", StringComparison.Ordinal) ?? false));
     }
 
-    private sealed record FlatMessage(string Role, string Content, IReadOnlyList<FunctionCallContent> ToolCalls, string? ToolCallId);
+    private sealed record FlatMessage(string Role, string Content, IReadOnlyList<FunctionCallContent> ToolCalls, string? ToolCallId, string? Reasoning = null);
 
-    private static List<FlatMessage> Flatten(IReadOnlyList<ChatMessage> messages, string? instructions)
+    private static List<FlatMessage> Flatten(IReadOnlyList<ChatMessage> messages, string? instructions, ReasoningFormat? reasoningFormat)
     {
         var result = new List<FlatMessage>(messages.Count + 1);
         for (var i = 0; i < messages.Count; i++)
@@ -554,6 +573,7 @@ internal sealed class PromptRenderer
             var text = new StringBuilder();
             var calls = new List<FunctionCallContent>();
             var results = new List<FunctionResultContent>();
+            StringBuilder? reasoning = null;
             foreach (var content in message.Contents)
             {
                 switch (content)
@@ -569,6 +589,11 @@ internal sealed class PromptRenderer
                         break;
                     case UsageContent:
                         break; // Accounting of an earlier response, not model input.
+                    case TextReasoningContent r when role == "assistant":
+                        (reasoning ??= new StringBuilder()).Append(r.Text); // ProtectedData is another provider's opaque state.
+                        break;
+                    case TextReasoningContent:
+                        throw new NotSupportedException($"Message {i} ({role}) holds TextReasoningContent: only assistant messages carry reasoning.");
                     case null:
                         throw new ArgumentException($"Message {i} ({role}) has a null content item.", nameof(messages));
                     default:
@@ -578,9 +603,15 @@ internal sealed class PromptRenderer
             }
 
             var body = text.ToString();
-            if (body.Contains('\0', StringComparison.Ordinal))
+            var thought = reasoning?.ToString();
+            if (body.Contains('\0', StringComparison.Ordinal) || thought?.Contains('\0', StringComparison.Ordinal) == true)
             {
                 throw new ArgumentException($"Message {i} ({role}) contains U+0000, which the tokenizer cannot encode.", nameof(messages));
+            }
+
+            if (role == "assistant")
+            {
+                body = ReasoningHistory.Prepare(reasoningFormat, body, ref thought);
             }
 
             if (results.Count > 0)
@@ -598,7 +629,7 @@ internal sealed class PromptRenderer
                 continue;
             }
 
-            result.Add(new FlatMessage(role, body, calls, null));
+            result.Add(new FlatMessage(role, body, calls, null, thought));
         }
 
         if (result.Count == 0)

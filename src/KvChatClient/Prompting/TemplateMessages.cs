@@ -5,7 +5,8 @@ namespace KvChat;
 
 /// <summary>
 /// A message as chat templates read it (the Hugging Face / OpenAI shape): <c>role</c>, <c>content</c> (null for an
-/// assistant message that only calls tools, where the template accepts null), <c>tool_calls</c>, <c>tool_call_id</c>.
+/// assistant message that only calls tools, where the template accepts null), <c>reasoning_content</c>, <c>tool_calls</c>,
+/// <c>tool_call_id</c>.
 /// </summary>
 internal sealed class TemplateMessage
 {
@@ -15,6 +16,10 @@ internal sealed class TemplateMessage
     [JsonPropertyName("content")]
     [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
     public required string? Content { get; init; }
+
+    /// <summary>Gets the reasoning of an assistant message, for templates that read it (Qwen3); omitted when null.</summary>
+    [JsonPropertyName("reasoning_content")]
+    public string? ReasoningContent { get; init; }
 
     [JsonPropertyName("tool_calls")]
     public IReadOnlyList<TemplateToolCall>? ToolCalls { get; init; }

@@ -30,6 +30,7 @@ internal static class JinjaReference
             variables = dict(request["special"])
             if request.get("tools") is not None:
                 variables["tools"] = request["tools"]
+            variables.update(request.get("variables") or {})
             results.append(template.render(messages=request["messages"], add_generation_prompt=request["add_generation_prompt"], **variables))
         sys.stdout.buffer.write(json.dumps(results).encode("utf-8"))
         """;
@@ -41,15 +42,18 @@ internal static class JinjaReference
     /// <summary>Whether python3 with jinja2 is on this machine (<c>KVCHAT_PYTHON</c>, else <c>python3</c>; <c>.ci/run</c> installs it for CI).</summary>
     public static bool IsAvailable => Python.Value is not null;
 
-    /// <summary>Renders a template over messages (and tools) as JSON, with the tokenizer's special tokens as variables.</summary>
-    public static string Render(string template, string messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special)
-        => RenderMany(template, [messagesJson], toolsJson, addGenerationPrompt, special)[0];
+    /// <summary>
+    /// Renders a template over messages (and tools) as JSON, with the tokenizer's special tokens as variables, and any
+    /// other template variables given as a JSON object (<c>{"enable_thinking": false}</c>).
+    /// </summary>
+    public static string Render(string template, string messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special, string? variablesJson = null)
+        => RenderMany(template, [messagesJson], toolsJson, addGenerationPrompt, special, variablesJson)[0];
 
     /// <summary>Renders several conversations in one python process.</summary>
-    public static string[] RenderMany(string template, IReadOnlyList<string> messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special)
+    public static string[] RenderMany(string template, IReadOnlyList<string> messagesJson, string? toolsJson, bool addGenerationPrompt, IReadOnlyDictionary<string, string?> special, string? variablesJson = null)
     {
         var requests = messagesJson.Select(messages =>
-            $$"""{"template": {{JsonSerializer.Serialize(template)}}, "messages": {{messages}}, "tools": {{toolsJson ?? "null"}}, "add_generation_prompt": {{(addGenerationPrompt ? "true" : "false")}}, "special": {{JsonSerializer.Serialize(special)}}}""");
+            $$"""{"template": {{JsonSerializer.Serialize(template)}}, "messages": {{messages}}, "tools": {{toolsJson ?? "null"}}, "add_generation_prompt": {{(addGenerationPrompt ? "true" : "false")}}, "special": {{JsonSerializer.Serialize(special)}}, "variables": {{variablesJson ?? "null"}}}""");
         var status = Run(Python.Value ?? "python3", Script, "[" + string.Join(",", requests) + "]", out var output);
         return status == 0
             ? JsonSerializer.Deserialize<string[]>(output)!
