@@ -86,8 +86,8 @@ public sealed partial class KvChatClient : IChatClient
         _contextTokens = _options.ContextTokens ?? Math.Min(folder.ContextLength, 4096);
         if (_contextTokens > folder.ContextLength)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), _contextTokens,
-                $"KvChatClientOptions.ContextTokens ({_contextTokens}) exceeds the model's context_length ({folder.ContextLength}).");
+            throw OptionErrors.OutOfRange(nameof(options), "KvChatClientOptions.ContextTokens", _contextTokens,
+                $"at most the model's context_length ({folder.ContextLength})");
         }
 
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;

@@ -39,8 +39,7 @@ public sealed class KvChatClientOptions
         get => _maxSessions;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            _maxSessions = value;
+            _maxSessions = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxSessions", value, "at least 1");
         }
     }
 
@@ -56,12 +55,7 @@ public sealed class KvChatClientOptions
         get => _contextTokens;
         set
         {
-            if (value is { } tokens)
-            {
-                ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 16);
-            }
-
-            _contextTokens = value;
+            _contextTokens = value is null or >= 16 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.ContextTokens", value, "at least 16, or null");
         }
     }
 
@@ -73,8 +67,7 @@ public sealed class KvChatClientOptions
         get => _maxCacheBytes;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1L);
-            _maxCacheBytes = value;
+            _maxCacheBytes = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxCacheBytes", value, "at least 1");
         }
     }
 
@@ -89,9 +82,7 @@ public sealed class KvChatClientOptions
         get => _blockSize;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
-            _blockSize = value;
+            _blockSize = value is >= 1 and <= 4096 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.BlockSize", value, "from 1 to 4096");
         }
     }
 
@@ -115,8 +106,7 @@ public sealed class KvChatClientOptions
         get => _maxConversations;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            _maxConversations = value;
+            _maxConversations = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxConversations", value, "at least 1");
         }
     }
 
@@ -132,8 +122,7 @@ public sealed class KvChatClientOptions
         get => _replyMemoCapacity;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(value);
-            _replyMemoCapacity = value;
+            _replyMemoCapacity = value >= 0 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.ReplyMemoCapacity", value, "at least 0");
         }
     }
 
