@@ -25,8 +25,9 @@ public sealed class KvChatClientOptions
 
     /// <summary>
     /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
-    /// dependency-injection registration (<c>services.AddKvChatClient(...)</c>) loads. The <see cref="KvChatClient"/>
-    /// constructors ignore it: their path argument wins.
+    /// dependency-injection registration (<c>services.AddKvChatClient(...)</c>) loads. For dependency injection only: the
+    /// <see cref="KvChatClient"/> constructors take the folder as an argument, and reject options whose
+    /// <see cref="ModelPath"/> names a different folder (an <see cref="ArgumentException"/>) rather than ignore it.
     /// </summary>
     /// <value>The default value is <see langword="null"/>.</value>
     public string? ModelPath { get; set; }

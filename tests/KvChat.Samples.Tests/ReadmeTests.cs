@@ -66,6 +66,19 @@ public sealed partial class ReadmeTests
         Assert.Contains("Kernel.CreateBuilder().AddKvChatClient(", readme, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void SoakLengths_InTheReadme_AreTheMemoryTestsOwn()
+    {
+        var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");
+        var test = File.ReadAllText(Path.Combine(Root, "tests", "KvChatClient.Tests", "Hardening", "MemoryTests.cs"));
+        var said = Regex.Match(readme, @"memory soak runs (\d+) conversations there and longer with\s+`KVCHAT_SOAK_CONVERSATIONS=(\d+) ");
+        Assert.True(said.Success, "README.md no longer says how long the memory soak runs");
+        Assert.Equal(said.Groups[1].Value, Regex.Match(test, @"const int CiConversations = (\d+);").Groups[1].Value);
+        Assert.Equal(said.Groups[2].Value, Regex.Match(test, @"const int SoakConversations = (\d+);").Groups[1].Value);
+        var comments = Regex.Matches(test, @"KVCHAT_SOAK_CONVERSATIONS=(\d+)").Select(m => m.Groups[1].Value).Distinct().ToList();
+        Assert.Equal([said.Groups[2].Value], comments);
+    }
+
     /// <summary>The lines of a block, right-trimmed, with no blank lines at either end.</summary>
     private static string[] Lines(string text) =>
         [.. text.Split('\n').Select(l => l.TrimEnd()).SkipWhile(l => l.Length == 0).Reverse().SkipWhile(l => l.Length == 0).Reverse()];
