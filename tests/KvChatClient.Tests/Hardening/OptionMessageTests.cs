@@ -14,6 +14,9 @@ public sealed partial class OptionMessageTests
 {
     private static readonly string TinyPath = TestModels.PathOf(ModelKitOptions.Tiny);
 
+    /// <summary>Unknown AdditionalProperties keys are an error only when asked for.</summary>
+    private static KvChatClientOptions Strict => new() { RejectUnknownAdditionalProperties = true };
+
     public static TheoryData<string, string, string> ChatOptionCases => new()
     {
         { "temperature-negative", "ChatOptions.Temperature", "-1" },
@@ -29,6 +32,8 @@ public sealed partial class OptionMessageTests
         { "model-id", "ChatOptions.ModelId", "'other-model'" },
         { "raw-representation", "ChatOptions.RawRepresentationFactory", "Object" },
         { "additional-property", "ChatOptions.AdditionalProperties", "'mystery_knob'" },
+        { "top-k-knob-zero", "ChatOptions.AdditionalProperties['top_k']", " 0." },
+        { "seed-knob-text", "ChatOptions.AdditionalProperties['seed']", "abc" },
         { "tool-mode-without-tools", "ChatOptions.ToolMode", "RequireAny" },
         { "tool-mode-unknown-tool", "ChatOptions.ToolMode", "'nope'" },
         { "conversation-id-off", "ChatOptions.ConversationId", "'conv-1'" },
@@ -51,7 +56,7 @@ public sealed partial class OptionMessageTests
     [MemberData(nameof(ChatOptionCases))]
     public void BadChatOption_OneSentenceNamingTheOptionAndTheValue(string scenario, string option, string value)
     {
-        using var client = new KvChatClient(TinyPath);
+        using var client = new KvChatClient(TinyPath, Strict);
         var error = Assert.ThrowsAny<Exception>(() => client.GetStreamingResponseAsync([new(ChatRole.User, "Hi")], ChatOptionsFor(scenario)));
         Assert.True(error is ArgumentException or NotSupportedException, error.GetType().Name);
         AssertOneSentence(error.Message, option, value);
@@ -61,7 +66,7 @@ public sealed partial class OptionMessageTests
     [MemberData(nameof(ChatOptionCases))]
     public void BadChatOption_SameMessageFromGetResponseAsync(string scenario, string option, string value)
     {
-        using var client = new KvChatClient(TinyPath);
+        using var client = new KvChatClient(TinyPath, Strict);
         // Validated eagerly: the call itself throws, before any task exists.
         var error = Assert.ThrowsAny<Exception>(() => { _ = client.GetResponseAsync([new(ChatRole.User, "Hi")], ChatOptionsFor(scenario)); });
         AssertOneSentence(error.Message, option, value);
@@ -112,6 +117,8 @@ public sealed partial class OptionMessageTests
             "model-id" => new() { ModelId = "other-model" },
             "raw-representation" => new() { RawRepresentationFactory = _ => new object() },
             "additional-property" => new() { AdditionalProperties = new() { ["mystery_knob"] = 1 } },
+            "top-k-knob-zero" => new() { AdditionalProperties = new() { ["top_k"] = 0 } },
+            "seed-knob-text" => new() { AdditionalProperties = new() { ["seed"] = "abc" } },
             "tool-mode-without-tools" => new() { ToolMode = ChatToolMode.RequireAny },
             "tool-mode-unknown-tool" => new() { Tools = [tool], ToolMode = ChatToolMode.RequireSpecific("nope") },
             "conversation-id-off" => new() { ConversationId = "conv-1" },
