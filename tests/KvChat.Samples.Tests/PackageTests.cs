@@ -24,10 +24,13 @@ public sealed partial class PackageTests(PackageTests.Packed packed) : IClassFix
     {
         var core = packed.Nuspec("KvChatClient");
         var companion = packed.Nuspec("KvChatClient.SemanticKernel");
-        Assert.Equal(2, Directory.GetFiles(packed.Directory, "*.nupkg").Length);
+        var ids = Directory.GetFiles(packed.Directory, "*.nupkg").Select(f => Path.GetFileName(f)[..^$".{packed.Version}.nupkg".Length]).Order(StringComparer.Ordinal).ToList();
+        Assert.Contains("KvChatClient", ids);
+        Assert.Contains("KvChatClient.SemanticKernel", ids);
         Assert.Equal(Value(core, "version"), Value(companion, "version"));
-        foreach (var (id, nuspec) in new[] { ("KvChatClient", core), ("KvChatClient.SemanticKernel", companion) })
+        foreach (var (id, nuspec) in ids.Select(i => (i, packed.Nuspec(i))))
         {
+            Assert.Equal(packed.Version, Value(nuspec, "version"));
             Assert.Equal("README.md", Value(nuspec, "readme"));
             Assert.Contains("kv-cache", Value(nuspec, "tags"), StringComparison.Ordinal);
             Assert.True(File.Exists(Path.Combine(packed.Directory, $"{id}.{packed.Version}.snupkg")), $"{id} has no symbol package");

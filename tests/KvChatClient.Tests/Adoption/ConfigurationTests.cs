@@ -33,7 +33,8 @@ public sealed class ConfigurationTests
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
-            ("RejectUnknownAdditionalProperties", "True")));
+            ("RejectUnknownAdditionalProperties", "True"),
+            ("IntraOpThreads", "1")));
         await using var provider = services.BuildServiceProvider();
 
         var options = provider.GetRequiredService<IOptions<KvChatClientOptions>>().Value;
@@ -48,6 +49,7 @@ public sealed class ConfigurationTests
         Assert.Equal(0, options.ReplyMemoCapacity);
         Assert.Equal("configured-model", options.ModelId);
         Assert.True(options.RejectUnknownAdditionalProperties);
+        Assert.Equal(1, options.IntraOpThreads);
 
         var client = provider.GetRequiredService<IChatClient>();
         Assert.Equal(256, client.GetService<KvChatClient>()!.ContextTokens);
@@ -77,6 +79,8 @@ public sealed class ConfigurationTests
         { "ContextTokens", "8", "KvChat:ContextTokens = '8' is out of range: it must be at least 16, or null." },
         { "MaxCacheBytes", "-1", "KvChat:MaxCacheBytes = '-1' is out of range: it must be at least 1." },
         { "ReplyMemoCapacity", "-3", "KvChat:ReplyMemoCapacity = '-3' is out of range: it must be at least 0." },
+        { "IntraOpThreads", "0", "KvChat:IntraOpThreads = '0' is out of range: it must be from 1 to 1024, or null." },
+        { "IntraOpThreads", "2000", "KvChat:IntraOpThreads = '2000' is out of range: it must be from 1 to 1024, or null." },
         { "MaxSessions", "many", "KvChat:MaxSessions = 'many' is not an integer (Int32)." },
         { "MaxSessions", "99999999999", "KvChat:MaxSessions = '99999999999' is out of range for an integer (Int32)." },
         { "EnableConversationIds", "yes", "KvChat:EnableConversationIds = 'yes' is not true or false." },
