@@ -181,8 +181,10 @@ public sealed partial class PackageTests(PackageTests.Packed packed) : IClassFix
 #endif
             var pack = await Dotnet.RunAsync(Root, CancellationToken.None, "pack", "KvChatClient.sln", "-c", configuration, "--no-build", "-nologo", "-o", Directory);
             Assert.True(pack.ExitCode == 0, pack.Output + pack.Error);
-            var core = System.IO.Directory.GetFiles(Directory, "KvChatClient.*.nupkg").Single(f => !Path.GetFileName(f).StartsWith("KvChatClient.SemanticKernel.", StringComparison.Ordinal));
-            Version = Path.GetFileNameWithoutExtension(core)["KvChatClient.".Length..];
+            // KvChatClient.0.1.0.nupkg: the core's name is followed by its version, the companions' by another word.
+            var core = System.IO.Directory.GetFiles(Directory, "KvChatClient.*.nupkg").Select(Path.GetFileNameWithoutExtension)
+                .Single(name => char.IsAsciiDigit(name!["KvChatClient.".Length]));
+            Version = core!["KvChatClient.".Length..];
         }
 
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
