@@ -41,7 +41,7 @@ internal static class BenchmarkApp
         foreach (var workload in Workload.All(settings, system, text).Where(w => settings.Workloads.Contains(w.Number)))
         {
             Console.WriteLine($"== workload {workload.Number}: {workload.Title}");
-            foreach (var way in WayFactory.Names(workload))
+            foreach (var way in WayFactory.Names(workload).Where(w => settings.Ways is null || settings.Ways.Contains(w)))
             {
                 var runs = new List<WorkloadRun>();
                 for (var repeat = 0; repeat < settings.Repeats; repeat++)
@@ -70,6 +70,12 @@ internal static class BenchmarkApp
         {
             Console.WriteLine("== workload 5: agent loop");
             markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
+        }
+
+        if (settings.Workloads.Contains(6))
+        {
+            Console.WriteLine("== workload 6: concurrent conversations, decode throughput");
+            markdown += await ConcurrentDecode.RunAsync(model, modelPath, context, settings, text).ConfigureAwait(false);
         }
 
         Directory.CreateDirectory(settings.OutputDirectory);
@@ -113,7 +119,7 @@ internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallS
 /// <summary>Command-line settings.</summary>
 internal sealed record BenchSettings(
     bool Quick, string? ModelPath, string OutputDirectory, string CacheDirectory, int Repeats, IReadOnlySet<int> Workloads,
-    int SystemTokens, int UserTokens, int ReplyTokens, string Command)
+    int SystemTokens, int UserTokens, int ReplyTokens, string Command, IReadOnlySet<string>? Ways = null)
 {
     public static BenchSettings Parse(string[] args)
     {
@@ -131,11 +137,12 @@ internal sealed record BenchSettings(
             Value("--out") ?? (quick ? Path.Combine(root, ".artifacts", "benchmarks") : Path.Combine(root, "docs", "benchmarks")),
             Value("--cache") ?? Path.Combine(root, ".artifacts", "models"),
             int.Parse(Value("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture),
-            (Value("--workloads") ?? "1,2,3,4,5").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
+            (Value("--workloads") ?? "1,2,3,4,5,6").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
             quick ? 200 : 1000,
             quick ? 20 : 40,
             quick ? 12 : 32,
-            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args));
+            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args),
+            Value("--ways")?.Split(',').ToHashSet(StringComparer.Ordinal));
     }
 
     private static string FindRepositoryRoot()

@@ -45,7 +45,7 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         md.AppendLine(string.Create(Invariant, $"- Command: `{settings.Command.Trim()}`"));
         md.AppendLine(string.Create(Invariant, $"- Date (UTC): {DateTime.UtcNow:yyyy-MM-dd HH:mm}"));
         md.AppendLine(string.Create(Invariant, $"- Machine: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {CpuName()}, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB"));
-        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {GenAiVersion()}"));
+        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {GenAiVersion()}; Microsoft.ML.OnnxRuntime {PackageVersion("Microsoft.ML.OnnxRuntime")}"));
         md.AppendLine(string.Create(Invariant, $"- Model: `{Path.GetFileName(modelPath)}`; system prompt {systemTokens} tokens; user turns about {settings.UserTokens} tokens; replies {settings.ReplyTokens} tokens (greedy, the model never ends a reply early); {settings.Repeats} repeat(s), medians"));
         md.AppendLine("- TTFT: time from the call to the first streamed token. Prefilled: prompt tokens computed (not served from a KV cache). Decode: tokens per second after the first token.");
         md.AppendLine();
@@ -123,7 +123,8 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
     {
         "genai" => "GenAI client, stateless",
         "genai-caching" => "GenAI client, EnableCaching",
-        "kvchat" => "KvChatClient (default, 4 sessions)",
+        "kvchat" => "KvChatClient (default: owned KV, 4 sessions)",
+        "kvchat-generator" => "KvChatClient, generator backend (4 sessions)",
         "kvchat-session-each" => "KvChatClient, 12 sessions",
         "kvchat-no-memo" => "KvChatClient, replies re-encoded (no reply memo)",
         "ideal" => "ideal: raw generator, new tokens only",
@@ -131,14 +132,17 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
     };
 
     /// <summary>The GenAI package version, from the central package versions the benchmark was built with.</summary>
-    private static string GenAiVersion()
+    private static string GenAiVersion() => PackageVersion("Microsoft.ML.OnnxRuntimeGenAI");
+
+    /// <summary>A package's version from the central package versions the benchmark was built with.</summary>
+    internal static string PackageVersion(string package)
     {
         for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
         {
             var props = Path.Combine(directory.FullName, "Directory.Packages.props");
             if (File.Exists(props))
             {
-                var match = System.Text.RegularExpressions.Regex.Match(File.ReadAllText(props), "Include=\"Microsoft.ML.OnnxRuntimeGenAI\" Version=\"([^\"]+)\"");
+                var match = System.Text.RegularExpressions.Regex.Match(File.ReadAllText(props), "Include=\"" + System.Text.RegularExpressions.Regex.Escape(package) + "\" Version=\"([^\"]+)\"");
                 return match.Success ? match.Groups[1].Value : "unknown";
             }
         }

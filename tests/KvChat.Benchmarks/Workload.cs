@@ -119,8 +119,8 @@ internal static class WayFactory
 {
     public static IEnumerable<string> Names(Workload workload)
         => workload.ManyConversations
-            ? ["genai", "genai-caching", "kvchat", "kvchat-session-each", "ideal"]
-            : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "ideal"];
+            ? ["genai", "genai-caching", "kvchat", "kvchat-generator", "kvchat-session-each", "ideal"]
+            : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-generator", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "kvchat-generator", "ideal"];
 
     public static IWay Create(string name, Model model, string modelPath, int context, Workload workload)
     {
@@ -136,7 +136,13 @@ internal static class WayFactory
             case "kvchat":
             case "kvchat-session-each":
             case "kvchat-no-memo":
+            case "kvchat-generator":
                 var options = new KvChatClientOptions();
+                if (name == "kvchat-generator")
+                {
+                    options.SessionBackend = KvSessionBackend.Generator;
+                }
+
                 if (name == "kvchat-session-each")
                 {
                     options.MaxSessions = 12;
