@@ -101,7 +101,7 @@ internal static class ConsoleChatApp
             $"Model [bold]{Markup.Escape(metadata?.DefaultModelId ?? "?")}[/]: context {client.ContextTokens} tokens, KV cache {(statistics?.KvBytesPerSession ?? 0) / 1048576.0:F1} MiB per session."));
         if (interactive)
         {
-            console.MarkupLine("[grey]Type a message. /reset starts over (the KV cache stays), /stats shows the cache, /exit or Ctrl+C quits.[/]");
+            console.MarkupLine("[grey]Type a message. /reset starts over (the KV cache stays), /stats shows the cache, /help lists the commands, /exit or Ctrl+C quits.[/]");
         }
     }
 
@@ -154,6 +154,19 @@ internal static class ConsoleChatApp
                 continue;
             }
 
+            if (line is "/help" or "/?")
+            {
+                WriteHelp(console);
+                continue;
+            }
+
+            if (line[0] == '/' && !line.Any(char.IsWhiteSpace))
+            {
+                // One /word is a command, never a message: a mistyped command must not reach the model.
+                console.MarkupLine($"[yellow]Unknown command {Markup.Escape(line)}: /help lists the commands.[/]");
+                continue;
+            }
+
             history.Add(new ChatMessage(ChatRole.User, line));
             turn++;
             try
@@ -173,6 +186,15 @@ internal static class ConsoleChatApp
 
         WriteSummary(console, client, turn);
         return failed ? 1 : 0;
+    }
+
+    private static void WriteHelp(IAnsiConsole console)
+    {
+        console.MarkupLine("[grey]Commands (a line that is only a command; anything else is sent to the model):[/]");
+        console.MarkupLine("[grey]  /reset   start a new conversation (the KV cache stays: a shared system message is not prefilled again)[/]");
+        console.MarkupLine("[grey]  /stats   show the cache statistics[/]");
+        console.MarkupLine("[grey]  /help    show this list[/]");
+        console.MarkupLine("[grey]  /exit    quit (also /quit, Ctrl+C, or the end of the input)[/]");
     }
 
     private static List<ChatMessage> NewConversation(ChatArguments arguments) =>

@@ -1,6 +1,7 @@
 using System.Net.ServerSentEvents;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
@@ -8,12 +9,14 @@ using Microsoft.Extensions.Options;
 namespace KvChat.HostingSample;
 
 /// <summary>A message of a request: <c>{ "role": "user", "content": "..." }</c>; roles are system, user and assistant.</summary>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 internal sealed record MessageDto(string? Role, string? Content);
 
 /// <summary>
 /// The body of <c>POST /chat</c> and <c>POST /chat/stream</c>: the whole conversation every time (the client finds
-/// what is cached), and optionally the longest reply and a temperature.
+/// what is cached), and optionally the longest reply and a temperature. A field not listed here is an error.
 /// </summary>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 internal sealed record ChatRequestDto(IReadOnlyList<MessageDto>? Messages, int? MaxTokens = null, float? Temperature = null);
 
 /// <summary>What a reply cost: prompt tokens, of them served from the KV cache and prefilled, and reply tokens.</summary>
@@ -52,9 +55,15 @@ internal static class ChatEndpoints
     }
 
     /// <summary>Answers the conversation in one response: <c>{ "reply", "finishReason", "usage" }</c>.</summary>
-    private static async Task<IResult> ChatAsync(ChatRequestDto request, IChatClient client, CancellationToken cancellationToken)
+    private static async Task<IResult> ChatAsync(HttpRequest http, IChatClient client, IOptions<JsonOptions> json, CancellationToken cancellationToken)
     {
-        if (!TryRead(request, out var messages, out var options, out var problem))
+        var (request, unreadable) = await ChatRequestReader.ReadAsync(http, json.Value, cancellationToken);
+        if (unreadable is not null)
+        {
+            return unreadable;
+        }
+
+        if (!TryRead(request!, out var messages, out var options, out var problem))
         {
             return problem;
         }
@@ -66,8 +75,8 @@ internal static class ChatEndpoints
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)
         {
-            // The prompt does not fit the context, or asks for what the client cannot do.
-            return Results.Problem(e.Message, statusCode: StatusCodes.Status400BadRequest);
+            // The prompt does not fit the context, a message cannot be encoded, or it asks for what the client cannot do.
+            return ChatRequestReader.Problem("messages", e);
         }
 
         return Results.Ok(new ChatReplyDto(response.Text, response.FinishReason?.Value, UsageDto.From(response.Usage)));
@@ -78,24 +87,35 @@ internal static class ChatEndpoints
     /// is generated, then one <c>event: done</c> with <c>{ "finishReason", "usage" }</c>.
     /// </summary>
     private static async Task<IResult> StreamAsync(
-        ChatRequestDto request, IChatClient client, IOptions<JsonOptions> json, CancellationToken cancellationToken)
+        HttpRequest http, IChatClient client, IOptions<JsonOptions> json, CancellationToken cancellationToken)
     {
-        if (!TryRead(request, out var messages, out var options, out var problem))
+        var (request, unreadable) = await ChatRequestReader.ReadAsync(http, json.Value, cancellationToken);
+        if (unreadable is not null)
+        {
+            return unreadable;
+        }
+
+        if (!TryRead(request!, out var messages, out var options, out var problem))
         {
             return problem;
         }
 
         // Start the reply here, so that a prompt the client rejects is a 400 rather than a stream cut short.
-        var updates = client.GetStreamingResponseAsync(messages, options, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        IAsyncEnumerator<ChatResponseUpdate>? updates = null;
         bool any;
         try
         {
+            updates = client.GetStreamingResponseAsync(messages, options, cancellationToken).GetAsyncEnumerator(cancellationToken);
             any = await updates.MoveNextAsync();
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)
         {
-            await updates.DisposeAsync();
-            return Results.Problem(e.Message, statusCode: StatusCodes.Status400BadRequest);
+            if (updates is not null)
+            {
+                await updates.DisposeAsync();
+            }
+
+            return ChatRequestReader.Problem("messages", e);
         }
 
         return TypedResults.ServerSentEvents(Events(updates, any, json.Value.SerializerOptions, cancellationToken));
@@ -129,19 +149,29 @@ internal static class ChatEndpoints
         messages = [];
         options = new ChatOptions { MaxOutputTokens = request.MaxTokens ?? DefaultMaxTokens, Temperature = request.Temperature };
         problem = Results.Empty;
-        string? error = null;
+        (string Field, string Detail)? error = null;
         if (request.Messages is not { Count: > 0 })
         {
-            error = "The request needs \"messages\": [{ \"role\": \"user\", \"content\": \"...\" }].";
+            error = ("messages", "The request needs \"messages\": [{ \"role\": \"user\", \"content\": \"...\" }].");
         }
         else if (request.MaxTokens is < 1)
         {
-            error = "\"maxTokens\" must be at least 1.";
+            error = ("maxTokens", $"\"maxTokens\" is {request.MaxTokens}; it must be at least 1.");
+        }
+        else if (request.Temperature is { } temperature && !(float.IsFinite(temperature) && temperature >= 0))
+        {
+            error = ("temperature", $"\"temperature\" is {temperature.ToString(System.Globalization.CultureInfo.InvariantCulture)}; it must be a finite number, at least 0.");
         }
         else
         {
             foreach (var (index, message) in request.Messages.Index())
             {
+                if (message is null)
+                {
+                    error = ($"messages[{index}]", $"messages[{index}] is null; it must be {{ \"role\", \"content\" }}.");
+                    break;
+                }
+
                 ChatRole? role = message.Role?.ToUpperInvariant() switch
                 {
                     "SYSTEM" => ChatRole.System,
@@ -149,9 +179,15 @@ internal static class ChatEndpoints
                     "ASSISTANT" => ChatRole.Assistant,
                     _ => null,
                 };
-                if (role is null || message.Content is null)
+                if (role is null)
                 {
-                    error = $"messages[{index}] needs a \"role\" (system, user or assistant) and a \"content\".";
+                    error = ($"messages[{index}].role", $"messages[{index}] needs a \"role\" (system, user or assistant) and a \"content\".");
+                    break;
+                }
+
+                if (message.Content is null)
+                {
+                    error = ($"messages[{index}].content", $"messages[{index}] needs a \"role\" (system, user or assistant) and a \"content\".");
                     break;
                 }
 
@@ -159,12 +195,12 @@ internal static class ChatEndpoints
             }
         }
 
-        if (error is null)
+        if (error is not { } found)
         {
             return true;
         }
 
-        problem = Results.Problem(error, statusCode: StatusCodes.Status400BadRequest);
+        problem = ChatRequestReader.Problem(found.Field, found.Detail);
         return false;
     }
 }

@@ -33,7 +33,11 @@ internal static partial class HostingApp
             .UseOpenTelemetry();
         // README dependency injection: end
 
+        // Errors without a body (404, 405, an unexpected exception) are answered as problem details too.
+        builder.Services.AddProblemDetails();
         var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
         if (demo is not null)
         {
             LogDemoModel(app.Logger, demo);

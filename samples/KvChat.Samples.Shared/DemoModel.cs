@@ -7,14 +7,17 @@ using KvChat.ModelKit;
 namespace KvChat.Samples;
 
 /// <summary>
-/// The project's own demo model: random weights written by the model kit on first run into a cache folder named by a
-/// hash of its options, and reused after that. Its words mean nothing; it shows the cache at work with no download.
+/// The project's own demo model: random weights written by the model kit on first run into a cache folder named by the
+/// kit's format version and a hash of its options, and reused after that; folders of older formats are pruned. Its words mean nothing; it shows the cache at work with no download.
 /// Every sample uses it when no model folder is given.
 /// </summary>
 public static class DemoModel
 {
     /// <summary>The environment variable that names the cache folder (before <c>XDG_CACHE_HOME</c> and <c>~/.cache</c>).</summary>
     public const string CacheDirectoryVariable = "KVCHAT_CACHE_DIR";
+
+    /// <summary>What every demo model folder's name starts with.</summary>
+    public const string FolderPrefix = "demo-model-";
 
     /// <summary>The model id the samples give the demo model.</summary>
     public const string ModelId = "kvchat-demo";
@@ -66,14 +69,15 @@ public static class DemoModel
     }
 
     /// <summary>
-    /// Gets the folder name of a demo model: <c>demo-model-</c> and a hash of its options and of the model kit build,
-    /// so a changed kit writes a new folder rather than reusing one it might no longer write the same way.
+    /// Gets the folder name of a demo model: <c>demo-model-v</c>, the kit's <see cref="ModelKit.ModelKit.FormatVersion"/>,
+    /// and a hash of the options. The same options and kit format give the same folder in every clone and build; a new
+    /// format gives a new folder, and <see cref="Ensure"/> prunes the old ones.
     /// </summary>
     public static string FolderName(ModelKitOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var key = options + "|" + typeof(ModelKit.ModelKit).Assembly.ManifestModule.ModuleVersionId.ToString("N");
-        return "demo-model-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)).AsSpan(0, 6));
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(options.ToString()));
+        return string.Create(CultureInfo.InvariantCulture, $"{FolderPrefix}v{ModelKit.ModelKit.FormatVersion}-{Convert.ToHexStringLower(hash.AsSpan(0, 6))}");
     }
 
     /// <summary>Gets the folder a demo model is kept in under <paramref name="cacheRoot"/>.</summary>
@@ -88,14 +92,57 @@ public static class DemoModel
     public static (string Path, TimeSpan? Written) Ensure(ModelKitOptions options, string cacheRoot)
     {
         var directory = PathFor(options, cacheRoot);
-        if (IsComplete(directory))
+        TimeSpan? written = null;
+        if (!IsComplete(directory))
         {
-            return (directory, null);
+            var stopwatch = Stopwatch.StartNew();
+            Write(options, directory);
+            written = stopwatch.Elapsed;
         }
 
-        var stopwatch = Stopwatch.StartNew();
-        Write(options, directory);
-        return (directory, stopwatch.Elapsed);
+        Prune(cacheRoot);
+        return (directory, written);
+    }
+
+    /// <summary>
+    /// Deletes the demo model folders under <paramref name="cacheRoot"/> that no demo size of this kit format would use:
+    /// older formats, older layouts (named by the kit's build), and sizes no longer offered. Half-written folders
+    /// (<c>.tmp-</c>) are left for an hour, since another run may be writing one.
+    /// </summary>
+    /// <returns>The folders deleted.</returns>
+    public static IReadOnlyList<string> Prune(string cacheRoot)
+    {
+        var deleted = new List<string>();
+        if (!Directory.Exists(cacheRoot))
+        {
+            return deleted;
+        }
+
+        HashSet<string> current = [FolderName(ModelKitOptions.Tiny), FolderName(Small)];
+        foreach (var folder in Directory.GetDirectories(cacheRoot, FolderPrefix + "*"))
+        {
+            var name = Path.GetFileName(folder);
+            var writing = name.Contains(".tmp-", StringComparison.Ordinal);
+            if (current.Contains(name) || (writing && Directory.GetLastWriteTimeUtc(folder) > DateTime.UtcNow.AddHours(-1)))
+            {
+                continue;
+            }
+
+            try
+            {
+                Directory.Delete(folder, recursive: true);
+                deleted.Add(folder);
+            }
+            catch (IOException)
+            {
+                // In use or gone: the next run tries again.
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+
+        return deleted;
     }
 
     /// <summary>Describes a demo model's shape, e.g. <c>hidden 256, 4 layers, 4 heads, 2 KV heads, vocabulary 8000</c>.</summary>

@@ -46,6 +46,12 @@ public static partial class ModelKit
     /// <summary>The files a model folder holds.</summary>
     public static IReadOnlyList<string> FileNames { get; } = ["model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json"];
 
+    /// <summary>
+    /// Gets the version of what <see cref="Write"/> writes for given options. Raise it whenever the same options would
+    /// write a different model (graph, weights, tokenizer or config), so that caches keyed by options write a new one.
+    /// </summary>
+    public const int FormatVersion = 1;
+
     /// <summary>Writes a model folder; existing files of the same names are replaced.</summary>
     /// <param name="options">What to write.</param>
     /// <param name="directory">The folder, created if missing.</param>

@@ -45,15 +45,16 @@ public sealed partial class KvChatClient
         var maxOutput = options?.MaxOutputTokens;
         if (maxOutput is <= 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), maxOutput, "ChatOptions.MaxOutputTokens must be positive.");
+            throw OptionErrors.OutOfRange(nameof(options), "ChatOptions.MaxOutputTokens", maxOutput, "positive");
         }
 
         var stops = options?.StopSequences is { Count: > 0 } s ? [.. s] : Array.Empty<string>();
-        foreach (var stop in stops)
+        for (var i = 0; i < stops.Length; i++)
         {
-            if (string.IsNullOrEmpty(stop))
+            if (string.IsNullOrEmpty(stops[i]))
             {
-                throw new ArgumentException("ChatOptions.StopSequences holds a null or empty string.", nameof(options));
+                throw new ArgumentException(
+                    $"ChatOptions.StopSequences[{i}] is {OptionErrors.Format(stops[i])}; every stop sequence must be a non-empty string.", nameof(options));
             }
         }
 
@@ -67,7 +68,7 @@ public sealed partial class KvChatClient
             if (_conversations is null)
             {
                 throw new NotSupportedException(
-                    "ChatOptions.ConversationId was set, but KvChatClientOptions.EnableConversationIds is off: send the whole history instead.");
+                    $"ChatOptions.ConversationId is '{id}', but KvChatClientOptions.EnableConversationIds is off: send the whole history instead.");
             }
 
             conversation = _conversations.Get(id);
@@ -126,7 +127,11 @@ public sealed partial class KvChatClient
 
         if (options.FrequencyPenalty is not null and not 0 || options.PresencePenalty is not null and not 0)
         {
-            throw new NotSupportedException("Frequency and presence penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
+            var (name, value) = options.FrequencyPenalty is not null and not 0
+                ? ("FrequencyPenalty", options.FrequencyPenalty)
+                : ("PresencePenalty", options.PresencePenalty);
+            throw new NotSupportedException(
+                $"ChatOptions.{name} is {OptionErrors.Format(value)}, but penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
         }
 
         JsonObject schema;
@@ -153,7 +158,7 @@ public sealed partial class KvChatClient
         {
             return required is null
                 ? (null, [])
-                : throw new ArgumentException("ChatOptions.ToolMode requires a tool call, but ChatOptions.Tools is empty.", nameof(options));
+                : throw new ArgumentException($"ChatOptions.ToolMode is {DescribeToolMode(required)}, but ChatOptions.Tools is empty.", nameof(options));
         }
 
         if (_toolFormat is null)
@@ -172,13 +177,16 @@ public sealed partial class KvChatClient
         var name = required.RequiredFunctionName;
         if (name is not null && !names.Contains(name, StringComparer.Ordinal))
         {
-            throw new ArgumentException($"ChatOptions.ToolMode requires '{name}', which is not among ChatOptions.Tools.", nameof(options));
+            throw new ArgumentException($"ChatOptions.ToolMode is {DescribeToolMode(required)}, but '{name}' is not among ChatOptions.Tools.", nameof(options));
         }
 
         var prefix = _toolFormat.ForcedReplyPrefix(name)
             ?? throw new NotSupportedException($"The {_toolFormat} tool-call format has no opening to force: ToolMode RequireAny/RequireSpecific cannot be honoured.");
         return (names, _renderer.EncodeTemplateText(prefix));
     }
+
+    private static string DescribeToolMode(RequiredChatToolMode mode) =>
+        mode.RequiredFunctionName is { } name ? $"RequireSpecific('{name}')" : "RequireAny";
 
     private SamplingSettings SamplingFrom(ChatOptions? options, ProviderKnobs knobs)
     {
@@ -187,7 +195,7 @@ public sealed partial class KvChatClient
         var topK = options?.TopK ?? knobs.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
         if (options?.TopK is <= 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), options.TopK, "ChatOptions.TopK must be positive.");
+            throw OptionErrors.OutOfRange(nameof(options), "ChatOptions.TopK", options.TopK, "positive");
         }
 
         var settings = new SamplingSettings(
@@ -197,15 +205,7 @@ public sealed partial class KvChatClient
             options?.FrequencyPenalty ?? 0f,
             options?.PresencePenalty ?? 0f,
             (options?.Seed ?? knobs.Seed) is { } seed ? unchecked((ulong)seed) : null);
-        try
-        {
-            settings.Validate();
-        }
-        catch (ArgumentOutOfRangeException e)
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), e.ActualValue, "ChatOptions." + e.Message);
-        }
-
+        settings.Validate(nameof(options));
         return settings;
     }
 
@@ -218,7 +218,7 @@ public sealed partial class KvChatClient
 
         if (options.ResponseFormat is not null and not ChatResponseFormatText and not ChatResponseFormatJson)
         {
-            throw new NotSupportedException($"ChatOptions.ResponseFormat {options.ResponseFormat.GetType().Name} is not supported.");
+            throw new NotSupportedException($"ChatOptions.ResponseFormat is a {options.ResponseFormat.GetType().Name}, which is not supported (use text or JSON).");
         }
 
         if (options.ModelId is { } modelId && !string.Equals(modelId, _modelId, StringComparison.Ordinal))

@@ -65,6 +65,7 @@ public sealed partial class KvChatClient : IChatClient
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">A required file is missing (the message names it).</exception>
     /// <exception cref="InvalidDataException">A file is malformed, or GenAI cannot load the model (the message names the problem).</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> sets a <see cref="KvChatClientOptions.ModelPath"/> that is not <paramref name="modelPath"/>.</exception>
     public KvChatClient(string modelPath, KvChatClientOptions? options = null)
         : this(ModelFolder.Read(modelPath), null, ownsModel: true, options)
     {
@@ -78,6 +79,7 @@ public sealed partial class KvChatClient : IChatClient
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="FileNotFoundException">A required file is missing from <paramref name="modelPath"/>.</exception>
     /// <exception cref="InvalidDataException">A file in <paramref name="modelPath"/> is malformed.</exception>
+    /// <exception cref="ArgumentException"><paramref name="options"/> sets a <see cref="KvChatClientOptions.ModelPath"/> that is not <paramref name="modelPath"/>.</exception>
     /// <remarks>
     /// The model keeps the ONNX Runtime settings it was loaded with: <see cref="KvChatClientOptions.IntraOpThreads"/>
     /// does not apply. To set the threads of a model you load, overlay its <c>Config</c> before creating it:
@@ -92,11 +94,19 @@ public sealed partial class KvChatClient : IChatClient
     {
         _folder = folder;
         _options = options?.Clone() ?? new KvChatClientOptions();
+        if (_options.ModelPath is { Length: > 0 } configured && !SameFolder(configured, folder.Path))
+        {
+            // The path argument is the model; a different ModelPath (meant for dependency injection) would be ignored.
+            throw new ArgumentException(
+                $"KvChatClientOptions.ModelPath is '{configured}', but the model folder given is '{folder.Path}': leave ModelPath unset (it is read by AddKvChatClient) or give the same folder.",
+                nameof(options));
+        }
+
         _contextTokens = _options.ContextTokens ?? Math.Min(folder.ContextLength, 4096);
         if (_contextTokens > folder.ContextLength)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), _contextTokens,
-                $"KvChatClientOptions.ContextTokens ({_contextTokens}) exceeds the model's context_length ({folder.ContextLength}).");
+            throw OptionErrors.OutOfRange(nameof(options), "KvChatClientOptions.ContextTokens", _contextTokens,
+                $"at most the model's context_length ({folder.ContextLength})");
         }
 
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;
@@ -218,6 +228,19 @@ public sealed partial class KvChatClient : IChatClient
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// <para>
+    /// Besides <see cref="ChatClientMetadata"/>, <see cref="KvCacheStatistics"/> (a snapshot) and the client itself, this
+    /// gives the client's own GenAI objects, which stay owned by the client: never dispose them, and do not use them
+    /// after the client is disposed.
+    /// </para>
+    /// <para>
+    /// <see cref="Model"/> is safe to share: create your own <c>new Tokenizer(model)</c> or generators from it.
+    /// <see cref="Tokenizer"/> is the instance the client encodes and decodes with under its own lock; GenAI tokenizers
+    /// are not thread-safe, so use it only while no request of this client is in flight (for example to inspect the
+    /// vocabulary at start-up), or create your own tokenizer from the model, which is cheap and safe at any time.
+    /// </para>
+    /// </remarks>
     public object? GetService(Type serviceType, object? serviceKey = null)
     {
         ArgumentNullException.ThrowIfNull(serviceType);
@@ -299,6 +322,12 @@ public sealed partial class KvChatClient : IChatClient
         Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
         return prompt.Length - keep;
     }
+
+    private static bool SameFolder(string a, string b) =>
+        string.Equals(
+            Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)),
+            Path.TrimEndingDirectorySeparator(Path.GetFullPath(b)),
+            OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
 
     /// <summary>
     /// Gets the GenAI model: the one the client was given or loaded, or, with the owned backend, loaded on first use

@@ -27,8 +27,9 @@ public sealed class KvChatClientOptions
 
     /// <summary>
     /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
-    /// dependency-injection registration (<c>services.AddKvChatClient(...)</c>) loads. The <see cref="KvChatClient"/>
-    /// constructors ignore it: their path argument wins.
+    /// dependency-injection registration (<c>services.AddKvChatClient(...)</c>) loads. For dependency injection only: the
+    /// <see cref="KvChatClient"/> constructors take the folder as an argument, and reject options whose
+    /// <see cref="ModelPath"/> names a different folder (an <see cref="ArgumentException"/>) rather than ignore it.
     /// </summary>
     /// <value>The default value is <see langword="null"/>.</value>
     public string? ModelPath { get; set; }
@@ -41,8 +42,7 @@ public sealed class KvChatClientOptions
         get => _maxSessions;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            _maxSessions = value;
+            _maxSessions = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxSessions", value, "at least 1");
         }
     }
 
@@ -58,12 +58,7 @@ public sealed class KvChatClientOptions
         get => _contextTokens;
         set
         {
-            if (value is { } tokens)
-            {
-                ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 16);
-            }
-
-            _contextTokens = value;
+            _contextTokens = value is null or >= 16 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.ContextTokens", value, "at least 16, or null");
         }
     }
 
@@ -79,8 +74,7 @@ public sealed class KvChatClientOptions
         get => _maxCacheBytes;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1L);
-            _maxCacheBytes = value;
+            _maxCacheBytes = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxCacheBytes", value, "at least 1");
         }
     }
 
@@ -95,9 +89,7 @@ public sealed class KvChatClientOptions
         get => _blockSize;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
-            _blockSize = value;
+            _blockSize = value is >= 1 and <= 4096 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.BlockSize", value, "from 1 to 4096");
         }
     }
 
@@ -142,8 +134,7 @@ public sealed class KvChatClientOptions
         get => _maxConversations;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
-            _maxConversations = value;
+            _maxConversations = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.MaxConversations", value, "at least 1");
         }
     }
 
@@ -159,8 +150,7 @@ public sealed class KvChatClientOptions
         get => _replyMemoCapacity;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(value);
-            _replyMemoCapacity = value;
+            _replyMemoCapacity = value >= 0 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.ReplyMemoCapacity", value, "at least 0");
         }
     }
 
@@ -214,13 +204,9 @@ public sealed class KvChatClientOptions
         get => _intraOpThreads;
         set
         {
-            if (value is { } threads)
-            {
-                ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
-                ArgumentOutOfRangeException.ThrowIfGreaterThan(threads, KvChat.IntraOpThreads.Max);
-            }
-
-            _intraOpThreads = value;
+            _intraOpThreads = value is null || (value >= 1 && value <= KvChat.IntraOpThreads.Max)
+                ? value
+                : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.IntraOpThreads", value, $"from 1 to {KvChat.IntraOpThreads.Max}, or null");
         }
     }
 

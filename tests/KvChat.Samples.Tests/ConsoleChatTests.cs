@@ -65,6 +65,22 @@ public sealed partial class ConsoleChatTests
     }
 
     [Fact]
+    public async Task Help_ListsTheCommands_CommandsAndUnknownCommandsNeverReachTheModel()
+    {
+        const string input = "/help\nA real question\n/bogus\n/stats\n";
+        var (code, output) = await RunAsync(["--model", TestModels.PathOf(TestModels.Tiny), "--max-tokens", "4"], new StringReader(input));
+
+        Assert.Equal(0, code);
+        Assert.Single(CacheLines(output)); // Only the real question was a turn.
+        foreach (var command in new[] { "/reset", "/stats", "/help", "/exit" })
+        {
+            Assert.Contains(command + " ", output, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("Unknown command /bogus", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task NoModel_WritesTheDemoModelIntoTheCacheFolder_ThenReusesIt()
     {
         var cache = TemporaryDirectory();

@@ -90,6 +90,68 @@ public sealed class HostingSampleTests
         await app.StopAsync(Cancel);
     }
 
+    [Theory]
+    [InlineData("{", "body")]
+    [InlineData("", "body")]
+    [InlineData("null", "body")]
+    [InlineData("[1, 2]", "body")]
+    [InlineData("""{ "messages": "hi" }""", "messages")]
+    [InlineData("""{ "messages": [null] }""", "messages[0]")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }, null] }""", "messages[1]")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": 5 }] }""", "messages[0].content")]
+    [InlineData("""{ "messages": [{ "role": 7, "content": "Hi" }] }""", "messages[0].role")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi", "name": "x" }] }""", "name")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "maxTokens": 1e20 }""", "maxTokens")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "maxTokens": 99999999999 }""", "maxTokens")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "maxTokens": "many" }""", "maxTokens")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "maxTokens": -4 }""", "maxTokens")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "temperature": -1 }""", "temperature")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "temperature": 1e50 }""", "temperature")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "temperature": "hot" }""", "temperature")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "Hi" }], "max_tokens": 5 }""", "max_tokens")]
+    [InlineData("""{ "messages": [{ "role": "user", "content": "a\u0000b" }] }""", "messages")]
+    public async Task AnythingAClientSends_IsAnswered_BadBodiesAre400ProblemJsonNamingTheField(string body, string field)
+    {
+        await using var app = await StartAsync($"--KvChat:ModelPath={TestModels.PathOf(TestModels.Tiny)}");
+        using var http = Client(app);
+
+        foreach (var path in new[] { "/chat", "/chat/stream" })
+        {
+            using var content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+            using var response = await http.PostAsync(path, content, Cancel);
+            var text = await response.Content.ReadAsStringAsync(Cancel);
+            Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{path}: {(int)response.StatusCode} {text}");
+            Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+            var problem = JsonDocument.Parse(text).RootElement;
+            Assert.Equal(400, problem.GetProperty("status").GetInt32());
+            Assert.Equal(field, problem.GetProperty("field").GetString());
+            var detail = problem.GetProperty("detail").GetString()!;
+            Assert.DoesNotContain("System.", detail, StringComparison.Ordinal);
+            Assert.DoesNotContain("Dto", detail, StringComparison.Ordinal);
+            Assert.DoesNotContain("(Parameter", detail, StringComparison.Ordinal);
+            if (field != "body")
+            {
+                Assert.Contains(field is "messages" ? "essage" : field, detail, StringComparison.Ordinal);
+            }
+        }
+
+        await app.StopAsync(Cancel);
+    }
+
+    [Fact]
+    public async Task WrongMethodOrPath_IsProblemJsonToo()
+    {
+        await using var app = await StartAsync($"--KvChat:ModelPath={TestModels.PathOf(TestModels.Tiny)}");
+        using var http = Client(app);
+        using var wrongMethod = await http.GetAsync("/chat", Cancel);
+        using var wrongPath = await http.PostAsync("/nothing", new StringContent("{}"), Cancel);
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, wrongMethod.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, wrongPath.StatusCode);
+        Assert.Equal("application/problem+json", wrongMethod.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("application/problem+json", wrongPath.Content.Headers.ContentType?.MediaType);
+        await app.StopAsync(Cancel);
+    }
+
     [Fact]
     public async Task APromptLongerThanTheContext_Is400NotAStreamCutShort()
     {

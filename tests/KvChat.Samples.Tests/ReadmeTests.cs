@@ -8,8 +8,8 @@ using Xunit;
 namespace KvChat.Samples.Tests;
 
 /// <summary>
-/// The README's code cannot rot: its quick start is the code below (run on a kit model), its other C# blocks are the
-/// samples' code, and its test command is the one <c>.ci/run</c> runs. Runs alone: it redirects <see cref="Console.Out"/>.
+/// The README's code cannot rot: its quick start runs as written in a new console app (<see cref="PackageTests"/>), its
+/// other C# blocks are the samples' code, and its test command is the one <c>.ci/run</c> runs.
 /// </summary>
 [Collection(nameof(EnvironmentVariables))]
 public sealed partial class ReadmeTests
@@ -19,48 +19,13 @@ public sealed partial class ReadmeTests
     private static readonly string Root = typeof(ReadmeTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
         .Single(a => a.Key == "RepositoryRoot").Value!;
 
-    [Fact]
-    public async Task QuickStart_RunsOnAKitModel()
-    {
-        var modelPath = TestModels.PathOf(TestModels.Tiny);
-        var output = new StringWriter();
-        var console = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            // README quick start: begin
-            using var client = new KvChatClient(modelPath); // a GenAI model folder (see "Use a real model")
-
-            List<ChatMessage> history = [new(ChatRole.System, "You are a concise assistant.")];
-            foreach (var question in new[] { "What is a KV cache?", "Why does reusing it help?" })
-            {
-                history.Add(new(ChatRole.User, question));
-                var response = await client.GetResponseAsync(history, new ChatOptions { MaxOutputTokens = 64 });
-                history.AddMessages(response);
-                Console.WriteLine(response.Text);
-                Console.WriteLine($"cached {response.Usage?.CachedInputTokenCount} of {response.Usage?.InputTokenCount} prompt tokens");
-            }
-            // README quick start: end
-        }
-        finally
-        {
-            Console.SetOut(console);
-        }
-
-        var cached = CachedLine().Matches(output.ToString()).Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
-        Assert.Equal(2, cached.Count);
-        Assert.Equal(0, cached[0]);
-        Assert.True(cached[1] > 0, output.ToString());
-    }
-
     /// <summary>
-    /// Each C# block of the README is code that compiles and runs: the quick start is in this file (run above), the
-    /// dependency-injection block in the hosting sample, the Semantic Kernel block and the agent block in their samples
-    /// (all run by their tests). The block's lines, using directives aside, are the region's; its using directives are the
-    /// file's (or name a namespace the file is in).
+    /// Each C# block of the README is code that compiles and runs: the quick start is run as written by
+    /// <see cref="PackageTests"/>, the dependency-injection block in the hosting sample, the Semantic Kernel block and the
+    /// agent block in their samples (all run by their tests). The block's lines, using directives aside, are the region's;
+    /// its using directives are the file's (or name a namespace the file is in).
     /// </summary>
     [Theory]
-    [InlineData("using var client = new KvChatClient(modelPath);", "tests/KvChat.Samples.Tests/ReadmeTests.cs", "README quick start")]
     [InlineData("builder.Services.AddKvChatClient(", "samples/KvChat.HostingSample/HostingApp.cs", "README dependency injection")]
     [InlineData("Kernel.CreateBuilder().AddKvChatClient(", "samples/KvChat.SemanticKernelSample/SemanticKernelChat.cs", "README Semantic Kernel")]
     [InlineData("AIAgent agent = new ChatClientAgent(calls,", "samples/KvChat.AgentSample/AgentChat.cs", "README agent")]
@@ -151,6 +116,19 @@ public sealed partial class ReadmeTests
         Assert.Contains("new ChatClientAgent(", readme, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void SoakLengths_InTheReadme_AreTheMemoryTestsOwn()
+    {
+        var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");
+        var test = File.ReadAllText(Path.Combine(Root, "tests", "KvChatClient.Tests", "Hardening", "MemoryTests.cs"));
+        var said = Regex.Match(readme, @"memory soak runs (\d+) conversations there and longer with\s+`KVCHAT_SOAK_CONVERSATIONS=(\d+) ");
+        Assert.True(said.Success, "README.md no longer says how long the memory soak runs");
+        Assert.Equal(said.Groups[1].Value, Regex.Match(test, @"const int CiConversations = (\d+);").Groups[1].Value);
+        Assert.Equal(said.Groups[2].Value, Regex.Match(test, @"const int SoakConversations = (\d+);").Groups[1].Value);
+        var comments = Regex.Matches(test, @"KVCHAT_SOAK_CONVERSATIONS=(\d+)").Select(m => m.Groups[1].Value).Distinct().ToList();
+        Assert.Equal([said.Groups[2].Value], comments);
+    }
+
     /// <summary>The lines of a block, right-trimmed, with no blank lines at either end.</summary>
     private static string[] Lines(string text) =>
         [.. text.Split('\n').Select(l => l.TrimEnd()).SkipWhile(l => l.Length == 0).Reverse().SkipWhile(l => l.Length == 0).Reverse()];
@@ -167,6 +145,4 @@ public sealed partial class ReadmeTests
     [GeneratedRegex(@"^namespace ([A-Za-z0-9_.]+);$", RegexOptions.Multiline)]
     private static partial Regex FileNamespace();
 
-    [GeneratedRegex(@"^cached (\d+) of \d+ prompt tokens$", RegexOptions.Multiline)]
-    private static partial Regex CachedLine();
 }

@@ -41,30 +41,36 @@ internal readonly record struct SamplingSettings(
     public bool HasPenalties => FrequencyPenalty != 0f || PresencePenalty != 0f;
 
     /// <summary>
-    /// Throws when a setting is out of range.
+    /// Throws when a setting is out of range; the message names the setting as a <c>ChatOptions</c> property (the
+    /// settings mirror them) and the value.
     /// </summary>
+    /// <param name="paramName">The parameter the settings came from.</param>
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of range.</exception>
-    public void Validate()
+    public void Validate(string paramName = "options")
     {
         if (!float.IsFinite(Temperature) || Temperature < 0f)
         {
-            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "The temperature must be finite and at least 0.");
+            throw OptionErrors.OutOfRange(paramName, "ChatOptions.Temperature", Temperature, "finite and at least 0");
         }
 
         if (!(TopP > 0f && TopP <= 1f))
         {
-            throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be greater than 0 and at most 1.");
+            throw OptionErrors.OutOfRange(paramName, "ChatOptions.TopP", TopP, "greater than 0 and at most 1");
         }
 
-        ArgumentOutOfRangeException.ThrowIfNegative(TopK, nameof(TopK));
+        if (TopK < 0)
+        {
+            throw OptionErrors.OutOfRange(paramName, "ChatOptions.TopK", TopK, "positive");
+        }
+
         if (!float.IsFinite(FrequencyPenalty))
         {
-            throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), FrequencyPenalty, "The frequency penalty must be finite.");
+            throw OptionErrors.OutOfRange(paramName, "ChatOptions.FrequencyPenalty", FrequencyPenalty, "finite");
         }
 
         if (!float.IsFinite(PresencePenalty))
         {
-            throw new ArgumentOutOfRangeException(nameof(PresencePenalty), PresencePenalty, "The presence penalty must be finite.");
+            throw OptionErrors.OutOfRange(paramName, "ChatOptions.PresencePenalty", PresencePenalty, "finite");
         }
     }
 }

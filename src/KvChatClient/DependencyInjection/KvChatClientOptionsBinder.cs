@@ -77,7 +77,7 @@ internal static class KvChatClientOptionsBinder
         }
         catch (TargetInvocationException e) when (e.InnerException is ArgumentException rejected)
         {
-            return $"{setting.Path} = '{text}' is out of range: {Reason(rejected, property.Name)}";
+            return $"{setting.Path} = '{text}' is out of range: {Reason(rejected)}";
         }
     }
 
@@ -138,8 +138,11 @@ internal static class KvChatClientOptionsBinder
             : $"one of {string.Join(", ", Enum.GetNames(type))}";
     }
 
-    /// <summary>The setter's message without its parameter suffix: "value ('0') must be ..." reads "MaxSessions ('0') must be ...".</summary>
-    private static string Reason(ArgumentException rejected, string propertyName)
+    /// <summary>
+    /// What the setter requires, from its message "KvChatClientOptions.MaxSessions is 0; it must be at least 1."
+    /// (<see cref="OptionErrors"/>): "it must be at least 1." (the setting and the value are already named).
+    /// </summary>
+    private static string Reason(ArgumentException rejected)
     {
         var message = rejected.Message;
         var cut = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
@@ -148,9 +151,10 @@ internal static class KvChatClientOptionsBinder
             message = message[..cut];
         }
 
-        if (rejected.ParamName is { Length: > 0 } parameter && message.StartsWith(parameter + " (", StringComparison.Ordinal))
+        var requirement = message.IndexOf("; it must be ", StringComparison.Ordinal);
+        if (requirement >= 0)
         {
-            message = propertyName + message[parameter.Length..];
+            message = message[(requirement + 2)..];
         }
 
         return message.EndsWith('.') ? message : message + ".";

@@ -76,13 +76,13 @@ public sealed class ConfigurationTests
 
     public static TheoryData<string, string?, string> InvalidSettings => new()
     {
-        { "MaxSessions", "0", "KvChat:MaxSessions = '0' is out of range: MaxSessions ('0') must be greater than or equal to '1'." },
-        { "BlockSize", "5000", "KvChat:BlockSize = '5000' is out of range: BlockSize ('5000') must be less than or equal to '4096'." },
-        { "ContextTokens", "8", "KvChat:ContextTokens = '8' is out of range: ContextTokens ('8') must be greater than or equal to '16'." },
-        { "MaxCacheBytes", "-1", "KvChat:MaxCacheBytes = '-1' is out of range: MaxCacheBytes ('-1') must be greater than or equal to '1'." },
-        { "ReplyMemoCapacity", "-3", "KvChat:ReplyMemoCapacity = '-3' is out of range: ReplyMemoCapacity ('-3') must be a non-negative value." },
-        { "IntraOpThreads", "0", "KvChat:IntraOpThreads = '0' is out of range: IntraOpThreads ('0') must be greater than or equal to '1'." },
-        { "IntraOpThreads", "2000", "KvChat:IntraOpThreads = '2000' is out of range: IntraOpThreads ('2000') must be less than or equal to '1024'." },
+        { "MaxSessions", "0", "KvChat:MaxSessions = '0' is out of range: it must be at least 1." },
+        { "BlockSize", "5000", "KvChat:BlockSize = '5000' is out of range: it must be from 1 to 4096." },
+        { "ContextTokens", "8", "KvChat:ContextTokens = '8' is out of range: it must be at least 16, or null." },
+        { "MaxCacheBytes", "-1", "KvChat:MaxCacheBytes = '-1' is out of range: it must be at least 1." },
+        { "ReplyMemoCapacity", "-3", "KvChat:ReplyMemoCapacity = '-3' is out of range: it must be at least 0." },
+        { "IntraOpThreads", "0", "KvChat:IntraOpThreads = '0' is out of range: it must be from 1 to 1024, or null." },
+        { "IntraOpThreads", "2000", "KvChat:IntraOpThreads = '2000' is out of range: it must be from 1 to 1024, or null." },
         { "MaxSessions", "many", "KvChat:MaxSessions = 'many' is not an integer (Int32)." },
         { "MaxSessions", "99999999999", "KvChat:MaxSessions = '99999999999' is out of range for an integer (Int32)." },
         { "EnableConversationIds", "yes", "KvChat:EnableConversationIds = 'yes' is not true or false." },

@@ -12,15 +12,22 @@ public sealed class MemoryTestsRunAlone;
 [Collection(nameof(MemoryTests))]
 public sealed class MemoryTests
 {
+    /// <summary>The conversations of a CI run (README: "the memory soak runs 600 conversations there").</summary>
+    public const int CiConversations = 600;
+
+    /// <summary>The conversations of the full soak the README gives (KVCHAT_SOAK_CONVERSATIONS=2000).</summary>
+    public const int SoakConversations = 2000;
+
     /// <summary>
-    /// Short conversations, each new: memory stays flat after warm-up and the session bound holds. The full soak
-    /// (KVCHAT_SOAK_CONVERSATIONS=1000) runs the same test longer.
+    /// Short conversations, each new: memory stays flat after warm-up and the session bound holds. CI runs
+    /// <see cref="CiConversations"/>; the full soak (KVCHAT_SOAK_CONVERSATIONS=2000, <see cref="SoakConversations"/>)
+    /// runs the same test longer.
     /// </summary>
     [Theory]
     [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
     public async Task ManyShortConversations_MemoryStaysFlat_SessionBoundHolds(KvSessionBackend backend)
     {
-        var total = int.TryParse(Environment.GetEnvironmentVariable("KVCHAT_SOAK_CONVERSATIONS"), out var n) ? n : 600;
+        var total = int.TryParse(Environment.GetEnvironmentVariable("KVCHAT_SOAK_CONVERSATIONS"), out var n) ? n : CiConversations;
         var warmUp = total / 2;
         // Parked conversations (owned backend) fill the memory bound, then the least recently used go: a bound of three
         // sessions and one more megabyte fills during warm-up.
