@@ -105,8 +105,8 @@ public static class DemoModel
     }
 
     /// <summary>
-    /// Deletes the demo model folders under <paramref name="cacheRoot"/> that no demo size of this kit format would use:
-    /// older formats, older layouts (named by the kit's build), and sizes no longer offered. Half-written folders
+    /// Deletes the demo model folders under <paramref name="cacheRoot"/> that are not of this kit format:
+    /// older formats and older layouts (named by the kit's build). Half-written folders
     /// (<c>.tmp-</c>) are left for an hour, since another run may be writing one.
     /// </summary>
     /// <returns>The folders deleted.</returns>
@@ -118,12 +118,14 @@ public static class DemoModel
             return deleted;
         }
 
-        HashSet<string> current = [FolderName(ModelKitOptions.Tiny), FolderName(Small)];
+        // Every folder of this kit format stays: the samples keep models of other options (the agent sample's scripted
+        // one) under the same root, and one sample must not delete a model another is running on.
+        var current = string.Create(CultureInfo.InvariantCulture, $"{FolderPrefix}v{ModelKit.ModelKit.FormatVersion}-");
         foreach (var folder in Directory.GetDirectories(cacheRoot, FolderPrefix + "*"))
         {
             var name = Path.GetFileName(folder);
             var writing = name.Contains(".tmp-", StringComparison.Ordinal);
-            if (current.Contains(name) || (writing && Directory.GetLastWriteTimeUtc(folder) > DateTime.UtcNow.AddHours(-1)))
+            if ((name.StartsWith(current, StringComparison.Ordinal) && !writing) || (writing && Directory.GetLastWriteTimeUtc(folder) > DateTime.UtcNow.AddHours(-1)))
             {
                 continue;
             }
