@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -9,7 +8,7 @@ using Microsoft.ML.OnnxRuntimeGenAI;
 
 namespace KvChat;
 
-// KvChatClient, part 3 of 3: how a reply is decoded (the cached-session loop and the guided JSON loop).
+// KvChatClient, part 3 of 3: how a reply is decoded (one loop over a token source: a cached session or a guided generator).
 public sealed partial class KvChatClient
 {
     private static void Emit(ChannelWriter<Event> writer, List<AIContent> contents, List<AIContent> reply, StringBuilder text)
@@ -63,44 +62,38 @@ public sealed partial class KvChatClient
     }
 
     /// <summary>
-    /// A reply constrained to a JSON schema: GenAI guidance works only inside its own sampler and is fixed per generator,
-    /// so this runs on a temporary guided generator that prefills the whole prompt (the cached sessions are untouched;
-    /// the next turn reuses them and prefills the structured reply with the new message).
+    /// Decodes one reply: the one loop every request runs, whatever <paramref name="source"/> computes the logits and
+    /// picks the tokens. It streams text and tool calls to <paramref name="writer"/>, applies the token limit, stop
+    /// strings and the structured-output constraint, and ends with exactly one usage event.
     /// </summary>
-    private void GenerateStructured(
+    /// <remarks>
+    /// Runs on a thread-pool thread. The caller entered the call (<see cref="EnterCall"/>) and handed the in-flight count
+    /// to this method: it leaves the call when the reply is over, even when the reader is gone, so an abandoned stream
+    /// never keeps <see cref="Dispose"/> waiting. <paramref name="writer"/> is completed in every outcome, and
+    /// <paramref name="source"/> returns its session in every outcome: committed on success or cancellation (cancellation
+    /// comes between native calls, so the session is exact), discarded only when decoding itself failed. Logging and
+    /// metrics never throw (<see cref="ContainedLogger"/>, <see cref="KvChatMetrics"/>).
+    /// </remarks>
+    private void Decode(
         string requestId,
-        int[] prompt,
         Request request,
+        TokenSource source,
         ChannelWriter<Event> writer,
         List<AIContent> reply,
         long started,
         CancellationToken token)
     {
+        var prompt = source.Prompt;
+        Exception? error = null;
         Interlocked.Increment(ref _requests);
         try
         {
             token.ThrowIfCancellationRequested();
-            using var parameters = new GeneratorParams(_model);
-            parameters.SetSearchOption("max_length", _contextTokens);
-            var sampling = request.Sampling;
-            parameters.SetSearchOption("do_sample", !sampling.IsGreedy);
-            if (!sampling.IsGreedy)
-            {
-                parameters.SetSearchOption("temperature", sampling.Temperature);
-                parameters.SetSearchOption("top_p", sampling.TopP);
-                parameters.SetSearchOption("top_k", sampling.TopK);
-                if (sampling.Seed is { } seed)
-                {
-                    parameters.SetSearchOption("random_seed", seed % (1UL << 31));
-                }
-            }
-
-            parameters.SetGuidance("json_schema", request.JsonSchema!, false);
-            using var generator = new Generator(_model, parameters);
-            generator.AppendTokens(prompt);
-            Interlocked.Add(ref _prefilledInputTokens, prompt.Length);
-            _metrics.RecordPrompt(0, prompt.Length);
-            Log.CacheLookup(_logger, requestId, prompt.Length, 0, prompt.Length, false, false);
+            var cached = source.CachedTokens;
+            Log.CacheLookup(_logger, requestId, prompt.Length, cached, prompt.Length - cached, source.IsHit, source.Evicted);
+            _metrics.RecordLease(source.Evicted);
+            source.Prefill();
+            RecordPrompt(cached, prompt.Length - cached);
 
             TokenizerStream stream;
             lock (_tokenizerLock)
@@ -109,85 +102,185 @@ public sealed partial class KvChatClient
             }
 
             using var streamScope = stream;
-            var pipeline = new ReplyTextPipeline(null, request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
+            var pipeline = new ReplyTextPipeline(
+                request.ToolNames is null ? null : new ToolCallParser(_toolFormat!, request.ToolNames),
+                request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
+            var constraint = request.Constraint?.Invoke();
+            var forced = request.ForcedTokens;
             var contents = new List<AIContent>();
             var text = new StringBuilder();
-            var limit = Math.Min(request.MaxOutputTokens ?? int.MaxValue, _contextTokens - prompt.Length);
-            var output = 0;
+            var limit = Math.Min(request.MaxOutputTokens ?? int.MaxValue, source.MaxReplyTokens);
+            var generated = new List<int>();
             var finish = ChatFinishReason.Length;
             var firstTokenMs = 0.0;
-            while (output < limit && !generator.IsDone())
+            while (generated.Count < limit)
             {
                 token.ThrowIfCancellationRequested();
-                var before = generator.TokenCount();
-                generator.GenerateNextToken();
-                if (output == 0)
+                var logits = source.ReadLogits(generated.Count);
+
+                // A required tool call starts with the format's opening (forced), then the model writes the rest.
+                var isForced = generated.Count < forced.Length;
+                int next;
+                if (isForced)
+                {
+                    next = forced[generated.Count];
+                }
+                else
+                {
+                    if (constraint is not null)
+                    {
+                        Constrain(constraint, logits);
+                    }
+
+                    next = source.Choose(logits);
+                }
+
+                if (generated.Count == 0)
                 {
                     firstTokenMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
                 }
 
-                if (generator.TokenCount() == before)
+                if (!isForced && (next == TokenSource.EndOfSequence || _eos.Contains(next)))
                 {
-                    finish = ChatFinishReason.Stop; // End of sequence (the grammar is complete): not appended.
+                    finish = ChatFinishReason.Stop; // End of sequence: never appended, never in the KV cache.
                     break;
                 }
 
-                output++;
-                var stopped = pipeline.Append(stream.Decode(generator.GetSequence(0)[^1]), contents);
+                generated.Add(next);
+                source.Accept(next);
+                constraint?.Accept(next);
+                var stopped = pipeline.Append(stream.Decode(next), contents);
                 Emit(writer, contents, reply, text);
-                if (stopped)
+                if (stopped || constraint?.IsComplete == true)
                 {
                     finish = ChatFinishReason.Stop;
                     break;
                 }
-            }
 
-            if (finish == ChatFinishReason.Length && generator.IsDone() && output < limit)
-            {
-                finish = ChatFinishReason.Stop;
+                if (!request.AllowMultipleToolCalls && pipeline.CallCount > 0)
+                {
+                    finish = ChatFinishReason.ToolCalls;
+                    break;
+                }
+
+                if (generated.Count < limit)
+                {
+                    source.Append(next);
+                }
             }
 
             pipeline.Complete(contents);
             Emit(writer, contents, reply, text);
-            if (finish == ChatFinishReason.Length)
+            if (pipeline.CallCount > 0 && finish != ChatFinishReason.Length)
             {
-                throw new InvalidOperationException(
-                    $"The structured (JSON) reply was cut after {output} tokens, before its JSON ended: raise ChatOptions.MaxOutputTokens.");
+                finish = ChatFinishReason.ToolCalls;
             }
 
-            if (!pipeline.StoppedByString)
+            source.Commit();
+            if (source.HoldsReply)
             {
-                EnsureJson(text.ToString());
+                Trace?.Invoke(new ReplyTrace(prompt, cached, [.. generated], [.. source.SessionTokens], finish, source.PromptLogits, firstTokenMs));
             }
 
-            Interlocked.Add(ref _outputTokens, output);
-            Log.ReplyFinished(_logger, requestId, output, finish.Value, firstTokenMs);
-            _metrics.RecordReply(output, firstTokenMs / 1000, Stopwatch.GetElapsedTime(started).TotalSeconds);
-            writer.TryWrite(new Event(null, finish, new UsageDetails
+            source.Release();
+
+            // From here on the session is back in the pool: a failure below is reported, never a reason to discard.
+            if (request.JsonSchema is not null)
             {
-                InputTokenCount = prompt.Length,
-                CachedInputTokenCount = 0,
-                OutputTokenCount = output,
-                TotalTokenCount = prompt.Length + output,
-                AdditionalCounts = new AdditionalPropertiesDictionary<long> { [KvChatUsage.PrefilledInputTokenCount] = prompt.Length },
-            }));
-            writer.TryComplete();
-        }
-        catch (OperationCanceledException e)
-        {
-            writer.TryComplete(e);
-        }
-        catch (OnnxRuntimeGenAIException e)
-        {
-            writer.TryComplete(new InvalidOperationException($"GenAI failed during a structured (JSON) reply: {e.Message}", e));
+                EnsureStructured(finish, generated.Count, pipeline, text);
+            }
+
+            if (source.HoldsReply && !pipeline.StoppedByString && pipeline.CallCount == 0)
+            {
+                _renderer.RememberReply(text.ToString(), CollectionsMarshal.AsSpan(generated));
+            }
+
+            RecordReply(requestId, generated.Count, finish, firstTokenMs, started);
+            writer.TryWrite(new Event(null, finish, Usage(prompt.Length, cached, generated.Count)));
         }
         catch (Exception e)
         {
-            writer.TryComplete(e);
+            error = Fail(requestId, source, e);
         }
         finally
         {
-            ExitCall();
+            try
+            {
+                source.Dispose();
+            }
+            finally
+            {
+                writer.TryComplete(error);
+                ExitCall();
+            }
+        }
+    }
+
+    /// <summary>Masks what <paramref name="constraint"/> forbids, and end of sequence until the value is complete.</summary>
+    private void Constrain(ITokenConstraint constraint, Span<float> logits)
+    {
+        if (logits.IsEmpty)
+        {
+            throw new InvalidOperationException("A token constraint needs a token source that exposes logits.");
+        }
+
+        constraint.Mask(logits);
+        if (!constraint.IsComplete)
+        {
+            foreach (var id in _eos)
+            {
+                if ((uint)id < (uint)logits.Length)
+                {
+                    logits[id] = float.NegativeInfinity;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// What a failed reply reports. Cancellation keeps the session (it is exact between native calls); any other failure
+    /// while the session is held discards it, since its state is unknown.
+    /// </summary>
+    private Exception Fail(string requestId, TokenSource source, Exception error)
+    {
+        if (error is OperationCanceledException)
+        {
+            try
+            {
+                source.Cancel();
+                return error;
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+        }
+
+        var discarded = source.Discard();
+        if (discarded)
+        {
+            _metrics.RecordDiscard();
+            Log.SessionDiscarded(_logger, requestId, error);
+        }
+
+        return error is OnnxRuntimeGenAIException
+            ? new InvalidOperationException(
+                $"GenAI failed during {source.ReplyKind}{(discarded ? "; the session was discarded" : "")}: {error.Message}", error)
+            : error;
+    }
+
+    /// <summary>Throws when a structured (JSON) reply is cut or is not JSON.</summary>
+    private static void EnsureStructured(ChatFinishReason finish, int outputTokens, ReplyTextPipeline pipeline, StringBuilder text)
+    {
+        if (finish == ChatFinishReason.Length)
+        {
+            throw new InvalidOperationException(
+                $"The structured (JSON) reply was cut after {outputTokens} tokens, before its JSON ended: raise ChatOptions.MaxOutputTokens.");
+        }
+
+        if (!pipeline.StoppedByString)
+        {
+            EnsureJson(text.ToString());
         }
     }
 
@@ -204,150 +297,31 @@ public sealed partial class KvChatClient
         }
     }
 
-    private void Generate(
-        string requestId,
-        int[] prompt,
-        Request request,
-        SessionPool<KvSession>.Lease lease,
-        ChannelWriter<Event> writer,
-        List<AIContent> reply,
-        long started,
-        CancellationToken token)
+    /// <summary>Counts a prompt's cached and prefilled tokens (client statistics and metrics): the one place for both.</summary>
+    private void RecordPrompt(int cachedTokens, int prefilledTokens)
     {
-        var session = lease.Session;
-        var keep = Math.Min(lease.CommonPrefixLength, prompt.Length - 1);
-        var vocab = _folder.VocabSize;
-        var logits = ArrayPool<float>.Shared.Rent(vocab);
-        var prefilled = false;
-        Interlocked.Increment(ref _requests);
-        try
-        {
-            token.ThrowIfCancellationRequested();
-            Log.CacheLookup(_logger, requestId, prompt.Length, keep, prompt.Length - keep, lease.IsHit, lease.Evicted);
-            _metrics.RecordLease(lease.Evicted);
-            session.Prefill(prompt, keep);
-            prefilled = true;
-            Interlocked.Add(ref _cachedInputTokens, keep);
-            Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
-            _metrics.RecordPrompt(keep, prompt.Length - keep);
-
-            var sampler = new LogitSampler(request.Sampling, vocab);
-            TokenizerStream stream;
-            lock (_tokenizerLock)
-            {
-                stream = _tokenizer.CreateStream();
-            }
-
-            using var streamScope = stream;
-            var pipeline = new ReplyTextPipeline(
-                request.ToolNames is null ? null : new ToolCallParser(_toolFormat!, request.ToolNames),
-                request.StopSequences.Count > 0 ? new StopSequenceMatcher(request.StopSequences) : null);
-            var forced = request.ForcedTokens;
-            var contents = new List<AIContent>();
-            var text = new StringBuilder();
-            var limit = Math.Min(request.MaxOutputTokens ?? int.MaxValue, _contextTokens - prompt.Length + 1);
-            var generated = new List<int>();
-            var finish = ChatFinishReason.Length;
-            var firstTokenMs = 0.0;
-            float[]? promptLogits = null;
-            while (generated.Count < limit)
-            {
-                token.ThrowIfCancellationRequested();
-                DecodeStepHook?.Invoke(session, generated.Count);
-                session.ReadLastLogits(logits.AsSpan(0, vocab));
-                if (generated.Count == 0)
-                {
-                    promptLogits = Trace is null ? null : logits.AsSpan(0, vocab).ToArray();
-                }
-
-                // A required tool call starts with the format's opening (forced), then the model writes the rest.
-                var isForced = generated.Count < forced.Length;
-                var next = isForced ? forced[generated.Count] : sampler.Next(logits.AsSpan(0, vocab));
-                if (generated.Count == 0)
-                {
-                    firstTokenMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-                }
-
-                if (!isForced && _eos.Contains(next))
-                {
-                    finish = ChatFinishReason.Stop;
-                    break;
-                }
-
-                generated.Add(next);
-                sampler.Accept(next);
-                var stopped = pipeline.Append(stream.Decode(next), contents);
-                Emit(writer, contents, reply, text);
-                if (stopped)
-                {
-                    finish = ChatFinishReason.Stop;
-                    break;
-                }
-
-                if (!request.AllowMultipleToolCalls && pipeline.CallCount > 0)
-                {
-                    finish = ChatFinishReason.ToolCalls;
-                    break;
-                }
-
-                if (generated.Count < limit)
-                {
-                    session.Append(next);
-                }
-            }
-
-            pipeline.Complete(contents);
-            Emit(writer, contents, reply, text);
-            if (pipeline.CallCount > 0 && finish != ChatFinishReason.Length)
-            {
-                finish = ChatFinishReason.ToolCalls;
-            }
-
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prompt.Length);
-            Trace?.Invoke(new ReplyTrace(prompt, keep, [.. generated], [.. session.Tokens], finish, promptLogits, firstTokenMs));
-            lease.Release();
-            if (!pipeline.StoppedByString && pipeline.CallCount == 0)
-            {
-                _renderer.RememberReply(text.ToString(), CollectionsMarshal.AsSpan(generated));
-            }
-
-            Interlocked.Add(ref _outputTokens, generated.Count);
-            Log.ReplyFinished(_logger, requestId, generated.Count, finish.Value, firstTokenMs);
-            _metrics.RecordReply(generated.Count, firstTokenMs / 1000, Stopwatch.GetElapsedTime(started).TotalSeconds);
-            var usage = new UsageDetails
-            {
-                InputTokenCount = prompt.Length,
-                CachedInputTokenCount = keep,
-                OutputTokenCount = generated.Count,
-                TotalTokenCount = prompt.Length + generated.Count,
-                AdditionalCounts = new AdditionalPropertiesDictionary<long>
-                {
-                    [KvChatUsage.PrefilledInputTokenCount] = prompt.Length - keep,
-                },
-            };
-            writer.TryWrite(new Event(null, finish, usage));
-            writer.TryComplete();
-        }
-        catch (OperationCanceledException e)
-        {
-            // Cancellation comes between native calls: the session holds exactly its recorded tokens.
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)session.Tokens), prefilled ? prompt.Length : null);
-            lease.Release();
-            writer.TryComplete(e);
-        }
-        catch (Exception e)
-        {
-            lease.Discard();
-            _metrics.RecordDiscard();
-            Log.SessionDiscarded(_logger, requestId, e);
-            writer.TryComplete(e is OnnxRuntimeGenAIException
-                ? new InvalidOperationException($"GenAI failed during the reply; the session was discarded: {e.Message}", e)
-                : e);
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(logits);
-            ExitCall();
-        }
+        Interlocked.Add(ref _cachedInputTokens, cachedTokens);
+        Interlocked.Add(ref _prefilledInputTokens, prefilledTokens);
+        _metrics.RecordPrompt(cachedTokens, prefilledTokens);
     }
+
+    /// <summary>Counts a finished reply's tokens (client statistics, log, metrics): the one place for all three.</summary>
+    private void RecordReply(string requestId, int outputTokens, ChatFinishReason finish, double firstTokenMs, long started)
+    {
+        Interlocked.Add(ref _outputTokens, outputTokens);
+        Log.ReplyFinished(_logger, requestId, outputTokens, finish.Value, firstTokenMs);
+        _metrics.RecordReply(outputTokens, firstTokenMs / 1000, Stopwatch.GetElapsedTime(started).TotalSeconds);
+    }
+
+    private static UsageDetails Usage(int promptTokens, int cachedTokens, int outputTokens) => new()
+    {
+        InputTokenCount = promptTokens,
+        CachedInputTokenCount = cachedTokens,
+        OutputTokenCount = outputTokens,
+        TotalTokenCount = promptTokens + outputTokens,
+        AdditionalCounts = new AdditionalPropertiesDictionary<long>
+        {
+            [KvChatUsage.PrefilledInputTokenCount] = promptTokens - cachedTokens,
+        },
+    };
 }

@@ -30,9 +30,10 @@ public sealed partial class KvChatClient
         int? MaxOutputTokens,
         IReadOnlyList<string> StopSequences,
         Conversations.Conversation? Conversation,
-        int ConversationVersion);
+        int ConversationVersion,
+        Func<ITokenConstraint>? Constraint = null);
 
-    private Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    private Request PrepareRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);

@@ -47,6 +47,7 @@ public sealed partial class KvChatClient : IChatClient
     private readonly KvChatMetrics _metrics;
     private readonly CancellationTokenSource _disposeCts = new();
     private readonly ManualResetEventSlim _idle = new(true);
+    private readonly Lock _callLock = new();
     private int _inFlight;
     private int _disposed;
     private long _requests;
@@ -89,7 +90,7 @@ public sealed partial class KvChatClient : IChatClient
                 $"KvChatClientOptions.ContextTokens ({_contextTokens}) exceeds the model's context_length ({folder.ContextLength}).");
         }
 
-        _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() ?? NullLogger<KvChatClient>.Instance;
+        _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;
         _ownsModel = ownsModel;
         _model = model ?? LoadModel(folder.Path);
         try
@@ -177,40 +178,16 @@ public sealed partial class KvChatClient : IChatClient
     /// <exception cref="ObjectDisposedException">The client is disposed.</exception>
     public async Task<int> PrefillAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);
-        var rendered = _renderer.Render(messages as IReadOnlyList<ChatMessage> ?? [.. messages], options, addGenerationPrompt: false);
-        var prompt = rendered.Tokens;
-        EnsureFits(prompt.Length, nameof(messages));
         EnterCall();
         try
         {
+            var rendered = _renderer.Render(messages as IReadOnlyList<ChatMessage> ?? [.. messages], options, addGenerationPrompt: false);
+            var prompt = rendered.Tokens;
+            EnsureFits(prompt.Length, nameof(messages));
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
             var lease = await _pool.AcquireAsync(prompt, rendered.IdentityLength, linked.Token).ConfigureAwait(false);
-            return await Task.Run(
-                () =>
-                {
-                    try
-                    {
-                        _metrics.RecordLease(lease.Evicted);
-                        var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
-                        lease.Session.Extend(keep, prompt.AsSpan(keep));
-                        _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
-                        _pool.Pin(lease);
-                        lease.Release();
-                        Interlocked.Add(ref _prefilledInputTokens, prompt.Length - keep);
-                        _metrics.RecordPrompt(0, prompt.Length - keep);
-                        Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
-                        return prompt.Length - keep;
-                    }
-                    catch
-                    {
-                        lease.Discard();
-                        _metrics.RecordDiscard();
-                        throw;
-                    }
-                },
-                CancellationToken.None).ConfigureAwait(false);
+            return await Task.Run(() => PrefillAndPin(lease, prompt), CancellationToken.None).ConfigureAwait(false);
         }
         finally
         {
@@ -253,11 +230,17 @@ public sealed partial class KvChatClient : IChatClient
     /// <summary>Cancels calls in flight, waits for them to leave the native runtime, and releases every generator.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        lock (_callLock)
         {
-            return;
+            if (_disposed != 0)
+            {
+                return;
+            }
+
+            _disposed = 1;
         }
 
+        // Calls in flight see the cancellation between tokens (OperationCanceledException); new calls see the flag.
         _disposeCts.Cancel();
         _idle.Wait();
         _metrics.Dispose();
@@ -265,7 +248,33 @@ public sealed partial class KvChatClient : IChatClient
         _tokenizer.Dispose();
         DisposeOwnedModel();
         _disposeCts.Dispose();
-        _idle.Dispose();
+        lock (_callLock)
+        {
+            _idle.Dispose(); // Under the lock: the last ExitCall has left Set().
+        }
+    }
+
+    private int PrefillAndPin(SessionPool<KvSession>.Lease lease, int[] prompt)
+    {
+        var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
+        try
+        {
+            _metrics.RecordLease(lease.Evicted);
+            lease.Session.Extend(keep, prompt.AsSpan(keep));
+            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
+            _pool.Pin(lease);
+        }
+        catch
+        {
+            lease.Discard(); // Still held: its state is unknown.
+            _metrics.RecordDiscard();
+            throw;
+        }
+
+        lease.Release();
+        RecordPrompt(0, prompt.Length - keep);
+        Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
+        return prompt.Length - keep;
     }
 
     private static Model LoadModel(string path)
@@ -312,30 +321,60 @@ public sealed partial class KvChatClient : IChatClient
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
+    /// <summary>Validates a request and renders its prompt, as a call (Dispose waits for the tokenizer to be free).</summary>
+    private Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        EnterCall();
+        try
+        {
+            return PrepareRequest(messages, options);
+        }
+        finally
+        {
+            ExitCall();
+        }
+    }
+
+    /// <summary>
+    /// Counts a call in flight, so that <see cref="Dispose"/> waits for it before it frees the native objects.
+    /// </summary>
+    /// <remarks>
+    /// The disposed check and the count change under one lock that <see cref="Dispose"/> also takes to set the flag: a
+    /// call either enters before Dispose (and Dispose waits for it) or sees the flag and throws, never touching the
+    /// disposed idle event, and never leaving the count raised.
+    /// </remarks>
+    /// <exception cref="ObjectDisposedException">The client is disposed (the exception names the client).</exception>
     private void EnterCall()
     {
-        lock (_idle)
+        lock (_callLock)
         {
+            ObjectDisposedException.ThrowIf(_disposed != 0, this);
             if (_inFlight++ == 0)
             {
                 _idle.Reset();
             }
         }
-
-        if (Volatile.Read(ref _disposed) != 0)
-        {
-            ExitCall();
-            throw new ObjectDisposedException(GetType().FullName);
-        }
     }
 
     private void ExitCall()
     {
-        lock (_idle)
+        lock (_callLock)
         {
             if (--_inFlight == 0)
             {
                 _idle.Set();
+            }
+        }
+    }
+
+    /// <summary>Gets the calls in flight (for tests).</summary>
+    internal int InFlightCalls
+    {
+        get
+        {
+            lock (_callLock)
+            {
+                return _inFlight;
             }
         }
     }
@@ -380,15 +419,20 @@ public sealed partial class KvChatClient : IChatClient
             var channel = Channel.CreateUnbounded<Event>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
             var requestId = Guid.NewGuid().ToString("N");
             var reply = new List<AIContent>();
-            if (request.JsonSchema is not null)
+            TokenSource source;
+            if (request.JsonSchema is not null && request.Constraint is null)
             {
-                producer = Task.Run(() => GenerateStructured(requestId, prompt, request, channel.Writer, reply, started, token), CancellationToken.None);
+                source = new GuidedTokenSource(_model, prompt, request.Sampling, request.JsonSchema, _contextTokens);
             }
             else
             {
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
-                producer = Task.Run(() => Generate(requestId, prompt, request, lease, channel.Writer, reply, started, token), CancellationToken.None);
+                source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null);
             }
+
+            // The in-flight count goes to the producer with the reply: it leaves the call when decoding ends.
+            producer = Task.Run(() => Decode(requestId, request, source, channel.Writer, reply, started, token), CancellationToken.None);
+            entered = false;
 
             var messageId = Guid.NewGuid().ToString("N");
             var created = DateTimeOffset.UtcNow;
@@ -440,7 +484,6 @@ public sealed partial class KvChatClient : IChatClient
                 }
 
                 await producer.ConfigureAwait(false);
-                entered = false; // The producer leaves the call.
             }
 
             heldConversation?.Gate.Release();

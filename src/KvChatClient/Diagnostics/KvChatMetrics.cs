@@ -10,7 +10,9 @@ namespace KvChat;
 /// <remarks>
 /// A meter from an <see cref="IMeterFactory"/> is shared by every client created through that factory (the factory
 /// caches meters by name), so the instruments live once per meter and the session gauges sum the clients still alive.
-/// Without a factory the client owns its meter and disposes it. Recording allocates nothing while nobody listens.
+/// Without a factory the client owns its meter and disposes it. Recording allocates nothing while nobody listens, and
+/// never throws: a <see cref="MeterListener"/> callback runs inside <c>Add</c>/<c>Record</c>, and an exception from it
+/// is dropped here, since metrics must never fail or change a request and a listener's own failure has nowhere else to go.
 /// </remarks>
 internal sealed class KvChatMetrics : IDisposable
 {
@@ -48,21 +50,37 @@ internal sealed class KvChatMetrics : IDisposable
     /// <summary>Records that a request or prefill leased a session; counts an eviction when it took over another conversation's.</summary>
     public void RecordLease(bool evicted)
     {
-        if (evicted)
+        if (!evicted)
+        {
+            return;
+        }
+
+        try
         {
             _instruments.Evictions.Add(1, _model);
+        }
+        catch (Exception)
+        {
+            // A listener threw: contained (see the remarks).
         }
     }
 
     /// <summary>Records a prompt's cached and prefilled tokens.</summary>
     public void RecordPrompt(int cachedTokens, int prefilledTokens)
     {
-        if (cachedTokens > 0)
+        try
         {
-            _instruments.CachedTokens.Add(cachedTokens, _model);
-        }
+            if (cachedTokens > 0)
+            {
+                _instruments.CachedTokens.Add(cachedTokens, _model);
+            }
 
-        _instruments.PrefilledTokens.Add(prefilledTokens, _model);
+            _instruments.PrefilledTokens.Add(prefilledTokens, _model);
+        }
+        catch (Exception)
+        {
+            // A listener threw: contained (see the remarks).
+        }
     }
 
     /// <summary>Records a completed reply.</summary>
@@ -71,17 +89,34 @@ internal sealed class KvChatMetrics : IDisposable
     /// <param name="totalSeconds">Seconds from the start of the request to the end of the reply.</param>
     public void RecordReply(int outputTokens, double timeToFirstToken, double totalSeconds)
     {
-        _instruments.OutputTokens.Add(outputTokens, _model);
-        _instruments.TimeToFirstToken.Record(timeToFirstToken, _model);
-        var decodeSeconds = totalSeconds - timeToFirstToken;
-        if (outputTokens > 1 && decodeSeconds > 0)
+        try
         {
-            _instruments.DecodeRate.Record((outputTokens - 1) / decodeSeconds, _model);
+            _instruments.OutputTokens.Add(outputTokens, _model);
+            _instruments.TimeToFirstToken.Record(timeToFirstToken, _model);
+            var decodeSeconds = totalSeconds - timeToFirstToken;
+            if (outputTokens > 1 && decodeSeconds > 0)
+            {
+                _instruments.DecodeRate.Record((outputTokens - 1) / decodeSeconds, _model);
+            }
+        }
+        catch (Exception)
+        {
+            // A listener threw: contained (see the remarks).
         }
     }
 
     /// <summary>Records a session discarded after a failure.</summary>
-    public void RecordDiscard() => _instruments.Discards.Add(1, _model);
+    public void RecordDiscard()
+    {
+        try
+        {
+            _instruments.Discards.Add(1, _model);
+        }
+        catch (Exception)
+        {
+            // A listener threw: contained (see the remarks).
+        }
+    }
 
     /// <summary>Stops reporting this client's sessions; disposes the meter when this instance owns it.</summary>
     public void Dispose()

@@ -1,0 +1,156 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+
+namespace KvChat;
+
+/// <summary>
+/// A reply decoded on a leased, cached <see cref="KvSession"/>: the session prefills only what its cache lacks, and our
+/// <see cref="LogitSampler"/> picks each token from the session's logits. The loop appends every chosen token through
+/// the session, so no token is ever pending in the KV cache.
+/// </summary>
+internal sealed class SessionTokenSource : TokenSource
+{
+    private readonly SessionPool<KvSession>.Lease _lease;
+    private readonly KvSession _session;
+    private readonly LogitSampler _sampler;
+    private readonly int _vocab;
+    private readonly int _contextTokens;
+    private readonly int _keep;
+    private readonly Action<KvSession, int>? _stepHook;
+    private readonly bool _keepPromptLogits;
+    private float[]? _logits;
+    private float[]? _promptLogits;
+    private bool _prefilled;
+    private bool _held = true;
+
+    /// <summary>Creates the source over <paramref name="lease"/>, which it returns to the pool in every outcome.</summary>
+    /// <param name="lease">The session the pool found for <paramref name="prompt"/>.</param>
+    /// <param name="prompt">The prompt tokens.</param>
+    /// <param name="sampling">How tokens are picked.</param>
+    /// <param name="vocab">The number of logits per position.</param>
+    /// <param name="contextTokens">The tokens a session holds at most.</param>
+    /// <param name="stepHook">Test hook called before each step with the session and the tokens generated so far.</param>
+    /// <param name="keepPromptLogits">Whether to keep the prompt's logits for the test trace.</param>
+    public SessionTokenSource(
+        SessionPool<KvSession>.Lease lease,
+        int[] prompt,
+        SamplingSettings sampling,
+        int vocab,
+        int contextTokens,
+        Action<KvSession, int>? stepHook,
+        bool keepPromptLogits)
+        : base(prompt)
+    {
+        _lease = lease;
+        _session = lease.Session;
+        _vocab = vocab;
+        _contextTokens = contextTokens;
+        _keep = Math.Min(lease.CommonPrefixLength, prompt.Length - 1);
+        _stepHook = stepHook;
+        _keepPromptLogits = keepPromptLogits;
+        _sampler = new LogitSampler(sampling, vocab);
+        _logits = ArrayPool<float>.Shared.Rent(vocab);
+    }
+
+    /// <inheritdoc/>
+    public override int CachedTokens => _keep;
+
+    /// <inheritdoc/>
+    public override bool IsHit => _lease.IsHit;
+
+    /// <inheritdoc/>
+    public override bool Evicted => _lease.Evicted;
+
+    /// <inheritdoc/>
+    /// <remarks>The last token need not be appended (its K/V are never needed), so one more than the room left fits.</remarks>
+    public override int MaxReplyTokens => _contextTokens - Prompt.Length + 1;
+
+    /// <inheritdoc/>
+    public override string ReplyKind => "the reply";
+
+    /// <inheritdoc/>
+    public override bool HoldsReply => true;
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<int> SessionTokens => _session.Tokens;
+
+    /// <inheritdoc/>
+    public override float[]? PromptLogits => _promptLogits;
+
+    /// <inheritdoc/>
+    public override void Prefill()
+    {
+        _session.Prefill(Prompt, _keep);
+        _prefilled = true;
+    }
+
+    /// <inheritdoc/>
+    public override Span<float> ReadLogits(int step)
+    {
+        _stepHook?.Invoke(_session, step);
+        var logits = _logits.AsSpan(0, _vocab);
+        _session.ReadLastLogits(logits);
+        if (step == 0 && _keepPromptLogits)
+        {
+            _promptLogits = logits.ToArray();
+        }
+
+        return logits;
+    }
+
+    /// <inheritdoc/>
+    public override int Choose(Span<float> logits) => _sampler.Next(logits);
+
+    /// <inheritdoc/>
+    public override void Accept(int token) => _sampler.Accept(token);
+
+    /// <inheritdoc/>
+    public override void Append(int token) => _session.Append(token);
+
+    /// <inheritdoc/>
+    public override void Commit() => _lease.Pool.Commit(_lease, CollectionsMarshal.AsSpan((List<int>)_session.Tokens), Prompt.Length);
+
+    /// <inheritdoc/>
+    public override void Release()
+    {
+        _held = false;
+        _lease.Release();
+    }
+
+    /// <inheritdoc/>
+    public override void Cancel()
+    {
+        if (!_held)
+        {
+            return;
+        }
+
+        // Before the prefill the session still holds its previous committed tokens (the prefix and maybe more).
+        _lease.Pool.Commit(_lease, CollectionsMarshal.AsSpan((List<int>)_session.Tokens), _prefilled ? Prompt.Length : null);
+        Release();
+    }
+
+    /// <inheritdoc/>
+    public override bool Discard()
+    {
+        if (!_held)
+        {
+            return false;
+        }
+
+        _held = false;
+        _lease.Discard();
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        Discard();
+        if (_logits is { } logits)
+        {
+            _logits = null;
+            ArrayPool<float>.Shared.Return(logits);
+        }
+    }
+}
