@@ -31,7 +31,8 @@ public sealed partial class KvChatClient
         IReadOnlyList<string> StopSequences,
         Conversations.Conversation? Conversation,
         int ConversationVersion,
-        Func<ITokenConstraint>? Constraint = null);
+        Func<ITokenConstraint>? Constraint = null,
+        bool StructuredReply = false);
 
     private Request PrepareRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
@@ -78,31 +79,53 @@ public sealed partial class KvChatClient
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
-        var schema = GuidanceSchema(options, toolNames is not null);
+        var plan = ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError);
+        string? schema = null;
+        Func<ITokenConstraint>? constraint = null;
+        if (plan.Grammar is { } grammar)
+        {
+            var vocabulary = _constraintVocabulary.Value.Vocabulary!;
+            constraint = () => new GrammarConstraint(grammar, vocabulary);
+        }
+        else if (options?.ResponseFormat is ChatResponseFormatJson)
+        {
+            Log.StructuredFallback(_logger, plan.FallbackReason ?? "no grammar");
+            schema = GuidanceSchema(options);
+        }
+
         return new Request(
             prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
-            list, options, sampling, maxOutput, stops, conversation, version);
+            list, options, sampling, maxOutput, stops, conversation, version, constraint,
+            StructuredReply: options?.ResponseFormat is ChatResponseFormatJson && !(toolNames is not null && options.ToolMode is RequiredChatToolMode));
+    }
+
+    /// <summary>Why the tokenizer's vocabulary cannot be read for token masks, or null when it can (read once, on first use).</summary>
+    private string? ConstraintVocabularyError => _constraintVocabulary.Value.Error;
+
+    private (ConstraintVocabulary? Vocabulary, string? Error) ReadConstraintVocabulary()
+    {
+        try
+        {
+            var bytes = TokenBytes.Read(System.IO.Path.Combine(_folder.Path, "tokenizer.json"), _folder.VocabSize);
+            return (new ConstraintVocabulary(bytes, _folder.EosTokenIds), null);
+        }
+        catch (Exception e) when (e is InvalidDataException or JsonException or IOException)
+        {
+            return (null, $"the tokenizer's vocabulary cannot be read for token masks ({e.Message})");
+        }
     }
 
     /// <summary>
-    /// The JSON schema a structured reply is constrained to (GenAI guidance), or <see langword="null"/> for free text.
-    /// Whitespace is made strict, so replies are compact and short.
+    /// The JSON schema for the fallback path, GenAI guidance on a temporary generator (a schema outside the subset the
+    /// client's own constraint supports, or a vocabulary it cannot read). Whitespace is made strict, so replies are compact.
     /// </summary>
-    private static string? GuidanceSchema(ChatOptions? options, bool toolsOffered)
+    private static string GuidanceSchema(ChatOptions options)
     {
-        if (options?.ResponseFormat is not ChatResponseFormatJson json)
-        {
-            return null;
-        }
-
-        if (toolsOffered)
-        {
-            throw new NotSupportedException("ChatOptions.ResponseFormat JSON together with tools is not supported: offer tools or ask for JSON, not both.");
-        }
-
+        var json = (ChatResponseFormatJson)options.ResponseFormat!;
         if (options.FrequencyPenalty is not null and not 0 || options.PresencePenalty is not null and not 0)
         {
-            throw new NotSupportedException("Frequency and presence penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
+            throw new NotSupportedException(
+                "Frequency and presence penalties are not supported with this ChatOptions.ResponseFormat JSON schema: it is outside the subset the client constrains itself, and GenAI's guided sampler has no such penalties.");
         }
 
         JsonObject schema;

@@ -17,7 +17,7 @@ namespace KvChat;
 /// Only logits are touched, so it works on any session backend. One instance serves one reply; not thread-safe.
 /// </para>
 /// </remarks>
-internal sealed class GrammarConstraint
+internal sealed class GrammarConstraint : ITokenConstraint
 {
     private readonly ConstraintVocabulary _vocabulary;
     private readonly ulong[] _allowed;
