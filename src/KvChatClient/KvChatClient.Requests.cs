@@ -79,7 +79,9 @@ public sealed partial class KvChatClient
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true);
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
-        var plan = ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError);
+        var plan = ForceGuidanceFallback && options?.ResponseFormat is ChatResponseFormatJson && toolNames is null
+            ? new ReplyGrammarPlan(null, "forced for a benchmark")
+            : ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError);
         string? schema = null;
         Func<ITokenConstraint>? constraint = null;
         if (plan.Grammar is { } grammar)
@@ -99,8 +101,11 @@ public sealed partial class KvChatClient
             StructuredReply: options?.ResponseFormat is ChatResponseFormatJson && !(toolNames is not null && options.ToolMode is RequiredChatToolMode));
     }
 
+    /// <summary>Benchmark switch: JSON replies without tools take the GenAI-guidance fallback, to compare the two paths.</summary>
+    internal bool ForceGuidanceFallback { get; set; }
+
     /// <summary>Why the tokenizer's vocabulary cannot be read for token masks, or null when it can (read once, on first use).</summary>
-    private string? ConstraintVocabularyError => _constraintVocabulary.Value.Error;
+    internal string? ConstraintVocabularyError => _constraintVocabulary.Value.Error;
 
     private (ConstraintVocabulary? Vocabulary, string? Error) ReadConstraintVocabulary()
     {

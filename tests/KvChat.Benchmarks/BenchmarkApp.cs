@@ -87,7 +87,7 @@ internal static class BenchmarkApp
         return 0;
     }
 
-    private static string GenerateModel(BenchSettings settings)
+    internal static string GenerateModel(BenchSettings settings)
     {
         // Replies of a fixed length: the benchmark model never says end-of-sequence.
         var options = (settings.Quick ? ModelKitOptions.Tiny : ModelKitOptions.Bench) with { EndOfTurnBias = -100 };
