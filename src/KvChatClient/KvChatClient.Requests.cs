@@ -114,7 +114,7 @@ public sealed partial class KvChatClient
             var bytes = TokenBytes.Read(System.IO.Path.Combine(_folder.Path, "tokenizer.json"), _folder.VocabSize);
             return (new ConstraintVocabulary(bytes, _folder.EosTokenIds), null);
         }
-        catch (Exception e) when (e is InvalidDataException or JsonException or IOException)
+        catch (Exception e) when (e is InvalidDataException or JsonException or IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
         {
             return (null, $"the tokenizer's vocabulary cannot be read for token masks ({e.Message})");
         }
