@@ -81,7 +81,7 @@ public sealed partial class KvChatClient
         var (toolNames, forced) = ToolsFrom(options);
         var plan = ForceGuidanceFallback && options?.ResponseFormat is ChatResponseFormatJson && toolNames is null
             ? new ReplyGrammarPlan(null, "forced for a benchmark")
-            : ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError);
+            : ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError, _options.ConstrainToolArguments);
         string? schema = null;
         Func<ITokenConstraint>? constraint = null;
         if (plan.Grammar is { } grammar)

@@ -49,4 +49,24 @@ internal sealed class ConstraintVocabulary
 
     /// <summary>Gets the trie of the tokens that are not plain string text.</summary>
     public TokenTrie NotPlainString { get; }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<byte, (ulong[] Without, TokenTrie With)> _splits = new();
+
+    /// <summary>
+    /// The tokens without byte <paramref name="b"/> (as bits) and a trie of those with it: free text in which a
+    /// marker starting with <paramref name="b"/> opens a constrained part walks only the second (built once per byte).
+    /// </summary>
+    public (ulong[] Without, TokenTrie With) SplitBy(byte b) => _splits.GetOrAdd(b, key =>
+    {
+        var without = new ulong[PlainString.Length];
+        for (var id = 0; id < Bytes.Length; id++)
+        {
+            if (Bytes[id].Length > 0 && Array.IndexOf(Bytes[id], key) < 0)
+            {
+                without[id >> 6] |= 1UL << id;
+            }
+        }
+
+        return (without, TokenTrie.Build(Bytes, id => (without[id >> 6] & (1UL << id)) == 0));
+    });
 }

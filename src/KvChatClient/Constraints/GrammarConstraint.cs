@@ -77,6 +77,13 @@ internal sealed class GrammarConstraint : ITokenConstraint
             vocabulary.PlainString.CopyTo(allowed, 0);
             Walk(vocabulary.NotPlainString, _threads);
         }
+        else if (_threads.Count == 1 && _threads[0] is { Phase: MatchPhase.Text, A: 0, Node: TextWithMarkerNode text })
+        {
+            // Free text: every token without the marker's first byte goes; the others are walked.
+            var (without, with) = vocabulary.SplitBy(text.Marker[0]);
+            without.CopyTo(allowed, 0);
+            Walk(with, _threads);
+        }
         else
         {
             Array.Clear(allowed);

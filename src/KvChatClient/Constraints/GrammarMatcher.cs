@@ -116,6 +116,9 @@ internal static class GrammarMatcher
             case GrammarKind.LiteralSet:
                 output.Add(new MatchFrame(parent, node, MatchPhase.LiteralSet));
                 break;
+            case GrammarKind.Text:
+                output.Add(new MatchFrame(parent, node, MatchPhase.Text));
+                break;
             default:
                 output.Add(new MatchFrame(parent, node, MatchPhase.ValueStart));
                 break;
@@ -149,6 +152,9 @@ internal static class GrammarMatcher
             case MatchPhase.ArrayItem:
                 output.Add(new MatchFrame(parent.Parent, parent.Node, MatchPhase.ArrayAfterItem, parent.A + 1));
                 break;
+            case MatchPhase.TextMarked:
+                output.Add(new MatchFrame(parent.Parent, parent.Node, MatchPhase.Text));
+                break;
             case MatchPhase.ObjectValue:
                 var seen = parent.A >= 0 ? parent.Seen | (1UL << parent.A) : parent.Seen;
                 output.Add(new MatchFrame(parent.Parent, parent.Node, MatchPhase.ObjectAfterValue, seen: seen));
@@ -171,6 +177,8 @@ internal static class GrammarMatcher
             case MatchPhase.LiteralSet:
                 value = ((LiteralSetNode)frame.Node!).Set.ValueAt(frame.A);
                 return value >= 0;
+            case MatchPhase.Text:
+                return true; // Text may end anywhere (a partial marker is text).
             default:
                 return false;
         }
@@ -266,6 +274,29 @@ internal static class GrammarMatcher
             case MatchPhase.ValueStart:
                 StartValue(f, (JsonValueNode)f.Node!, b, output);
                 return;
+            case MatchPhase.Text:
+            {
+                var text = (TextWithMarkerNode)f.Node!;
+                var marker = text.Marker;
+                if (b == marker[f.A])
+                {
+                    if (f.A + 1 == marker.Length)
+                    {
+                        Push(text.AfterMarker, new MatchFrame(f.Parent, text, MatchPhase.TextMarked), output, 0);
+                    }
+                    else
+                    {
+                        output.Add(new MatchFrame(f.Parent, text, MatchPhase.Text, f.A + 1));
+                    }
+                }
+                else
+                {
+                    output.Add(new MatchFrame(f.Parent, text, MatchPhase.Text, b == marker[0] ? 1 : 0));
+                }
+
+                return;
+            }
+
             case MatchPhase.String:
             {
                 var node = (JsonValueNode)f.Node!;

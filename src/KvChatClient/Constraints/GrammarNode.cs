@@ -17,6 +17,9 @@ internal enum GrammarKind
 
     /// <summary>Any one of the children (<see cref="ChoiceNode"/>): the matcher follows each alternative at once.</summary>
     Choice,
+
+    /// <summary>Free text in which a marker opens a constrained part (<see cref="TextWithMarkerNode"/>).</summary>
+    Text,
 }
 
 /// <summary>
@@ -58,6 +61,18 @@ internal sealed class ChoiceNode : GrammarNode
 
     /// <summary>Gets the alternatives; set once while a schema with a cycle is compiled.</summary>
     public GrammarNode[] Alternatives { get; internal set; }
+}
+
+/// <summary>
+/// Free text (any bytes), in which every occurrence of <see cref="Marker"/> must be followed by <see cref="AfterMarker"/>
+/// (a tool call's body), and then free text again: tool calls in <c>ToolMode.Auto</c> with constrained arguments.
+/// </summary>
+/// <remarks>The marker's first byte must not occur again inside it (true of every call marker), so matching restarts simply.</remarks>
+internal sealed class TextWithMarkerNode(byte[] marker, GrammarNode afterMarker) : GrammarNode(GrammarKind.Text)
+{
+    public byte[] Marker { get; } = marker;
+
+    public GrammarNode AfterMarker { get; } = afterMarker;
 }
 
 /// <summary>The JSON types a <see cref="JsonValueNode"/> accepts.</summary>

@@ -80,6 +80,12 @@ internal enum MatchPhase : byte
 
     /// <summary>After the separator: the next key's <c>"</c>.</summary>
     ObjectKeyStart,
+
+    /// <summary>Free text: A is how much of the marker the text ends with.</summary>
+    Text,
+
+    /// <summary>Free text whose marker's constrained part runs (never the top of a thread).</summary>
+    TextMarked,
 }
 
 /// <summary>

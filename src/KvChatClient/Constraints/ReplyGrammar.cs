@@ -24,16 +24,19 @@ internal static class ReplyGrammar
     /// <param name="format">The model's tool-call format (null when it has none).</param>
     /// <param name="toolsOffered">Whether tools may be called in this reply (offered and not <c>ToolMode.None</c>).</param>
     /// <param name="vocabularyError">Why the vocabulary cannot be read for masks, or null when it can.</param>
+    /// <param name="constrainAutoCalls">Whether calls in <c>ToolMode.Auto</c> get constrained arguments too.</param>
     /// <exception cref="NotSupportedException">
     /// The JSON schema is outside the supported subset while tools are offered (GenAI guidance cannot serve tools).
     /// </exception>
-    public static ReplyGrammarPlan Plan(ChatOptions? options, ToolCallFormat? format, bool toolsOffered, string? vocabularyError)
+    public static ReplyGrammarPlan Plan(ChatOptions? options, ToolCallFormat? format, bool toolsOffered, string? vocabularyError, bool constrainAutoCalls = false)
     {
         var json = options?.ResponseFormat as ChatResponseFormatJson;
         var required = toolsOffered ? options!.ToolMode as RequiredChatToolMode : null;
         if (json is null && required is null)
         {
-            return default;
+            return toolsOffered && constrainAutoCalls && vocabularyError is null
+                ? new ReplyGrammarPlan(ToolCallGrammar.BuildAuto(format!, Signatures(options!)), null)
+                : default;
         }
 
         if (vocabularyError is not null)

@@ -56,6 +56,33 @@ internal static class ToolCallGrammar
         return blocks;
     }
 
+    /// <summary>
+    /// Free text in which each call the model opens (the format's marker) follows the grammar of <see cref="Build"/>:
+    /// <c>ToolMode.Auto</c> with constrained arguments. Null for a format whose calls have no marker in the text
+    /// (Llama 3's bare JSON): its calls stay free.
+    /// </summary>
+    public static GrammarNode? BuildAuto(ToolCallFormat format, IReadOnlyList<ToolSignature> tools)
+    {
+        if (format.BareJsonReply || format.Markers.Count == 0)
+        {
+            return null;
+        }
+
+        var call = Call(format, tools);
+        var marker = format.Markers[0];
+        if (format == ToolCallFormat.Phi)
+        {
+            var list = new ChoiceNode([]);
+            list.Alternatives = [new SequenceNode([call, new ChoiceNode([Empty, new SequenceNode([LiteralNode.Of(", "), list])])])];
+            return new TextWithMarkerNode(System.Text.Encoding.UTF8.GetBytes(marker.Open), new SequenceNode([LiteralNode.Of("["), list, LiteralNode.Of("]" + marker.Close)]));
+        }
+
+        var newline = format == ToolCallFormat.Hermes ? "\n" : "";
+        return new TextWithMarkerNode(
+            System.Text.Encoding.UTF8.GetBytes(marker.Open),
+            new SequenceNode([LiteralNode.Of(newline), call, LiteralNode.Of(newline + marker.Close)]));
+    }
+
     /// <summary>One call object: <c>{"name": "NAME", "KEY": ARGS}</c> for each offered tool.</summary>
     private static ChoiceNode Call(ToolCallFormat format, IReadOnlyList<ToolSignature> tools)
     {

@@ -33,7 +33,8 @@ public sealed class ConfigurationTests
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
-            ("RejectUnknownAdditionalProperties", "False")));
+            ("RejectUnknownAdditionalProperties", "False"),
+            ("ConstrainToolArguments", "true")));
         await using var provider = services.BuildServiceProvider();
 
         var options = provider.GetRequiredService<IOptions<KvChatClientOptions>>().Value;
@@ -48,6 +49,7 @@ public sealed class ConfigurationTests
         Assert.Equal(0, options.ReplyMemoCapacity);
         Assert.Equal("configured-model", options.ModelId);
         Assert.False(options.RejectUnknownAdditionalProperties);
+        Assert.True(options.ConstrainToolArguments);
 
         var client = provider.GetRequiredService<IChatClient>();
         Assert.Equal(256, client.GetService<KvChatClient>()!.ContextTokens);

@@ -90,7 +90,7 @@ internal static class ConstraintTestKit
     /// Samples a constrained reply from random logits (structure-closing tokens favoured so walks end), until
     /// end-of-sequence or the grammar is complete. Returns the text and the tokens.
     /// </summary>
-    public static (string Text, List<int> Tokens) RandomWalk(GrammarNode grammar, ConstraintVocabulary vocabulary, int seed, int maxTokens = 3000, string? hints = null)
+    public static (string Text, List<int> Tokens) RandomWalk(GrammarNode grammar, ConstraintVocabulary vocabulary, int seed, int maxTokens = 3000, string? hints = null, bool strictUtf8 = true)
     {
         // Tokens inside the schema's property names (quoted) are favoured, so walks write required keys that free keys compete with.
         var hinted = hints is null ? [] : System.Text.RegularExpressions.Regex.Matches(hints, "\"(\\w+)\":\\{").Select(m => $"\"{m.Groups[1].Value}\"").ToArray();
@@ -135,7 +135,7 @@ internal static class ConstraintTestKit
         }
 
         Assert.True(constraint.CanEnd, $"The walk did not finish: {Encoding.UTF8.GetString([.. bytes])}");
-        return (new UTF8Encoding(false, true).GetString([.. bytes]), tokens);
+        return (new UTF8Encoding(false, strictUtf8).GetString([.. bytes]), tokens); // Free text may hold any bytes.
     }
 
     private static int Sample(float[] logits, Random random)

@@ -86,4 +86,42 @@ public sealed class ToolCallGrammarTests
         Assert.False(constraint.Allows("{\"name\":\"x\"}"u8));
         Assert.False(constraint.Allows("Sure"u8));
     }
+
+    [Theory]
+    [InlineData("hermes")] // The test vocabulary has <tool_call> as a token; Phi's marker is checked byte by byte below.
+    public void AutoMode_RandomWalk_FreeTextAndEveryOpenedCallValidates(string formatName)
+    {
+        var format = FormatOf(formatName);
+        var grammar = ToolCallGrammar.BuildAuto(format, Tools)!;
+        var sawCall = false;
+        for (var seed = 0; seed < 30; seed++)
+        {
+            var (text, _) = ConstraintTestKit.RandomWalk(grammar, Vocabulary, seed, maxTokens: 200, hints: WeatherSchema + TimeSchema, strictUtf8: false);
+            var parser = new ToolCallParser(format, ["get_weather", "get_time"]);
+            var calls = parser.Append(text).Calls.Concat(parser.Complete().Calls).ToList();
+            foreach (var call in calls.Where(c => c.Exception is null || !c.Exception.Message.Contains("not terminated", StringComparison.Ordinal)))
+            {
+                sawCall = true;
+                Assert.Null(call.Exception);
+                ConstraintTestKit.AssertValid(call.Name == "get_weather" ? WeatherSchema : TimeSchema, JsonSerializer.Serialize(call.Arguments));
+            }
+        }
+
+        Assert.True(sawCall);
+        Assert.Null(ToolCallGrammar.BuildAuto(ToolCallFormat.Llama3, Tools)); // Bare JSON calls have no marker: they stay free.
+    }
+
+    [Fact]
+    public void AutoMode_TextStaysFree_AndAMarkerOpensAConstrainedCall()
+    {
+        var constraint = new GrammarConstraint(ToolCallGrammar.BuildAuto(ToolCallFormat.Hermes, Tools)!, Vocabulary);
+        Assert.True(constraint.Allows("Any text at all: {\"x\": <b> 日本"u8));
+        Assert.True(constraint.Allows("Sure.\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call> done"u8));
+        Assert.False(constraint.Allows("Sure.\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"Mars\""u8));
+        Assert.True(constraint.CanEnd);
+
+        var phi = new GrammarConstraint(ToolCallGrammar.BuildAuto(ToolCallFormat.Phi, Tools)!, Vocabulary);
+        Assert.True(phi.Allows("ok <|tool_call|>[{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}, {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\", \"days\": 2}}]<|/tool_call|>"u8));
+        Assert.False(phi.Allows("<|tool_call|>[{\"name\": \"nope"u8));
+    }
 }

@@ -147,4 +147,18 @@ public sealed class ConstrainedToolCallTests
         var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
         Assert.Equal(99, ((JsonElement)call.Arguments!["days"]!).GetInt32()); // Out of the schema's range: not constrained.
     }
+
+    [Fact]
+    public async Task AutoMode_WithConstrainToolArguments_TextStaysAndTheCallIsForcedValid()
+    {
+        var script = "Let me check.\n" + Call("get_weather", """{"city": Paris, "days": 99}""");
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = script }), new KvChatClientOptions { ConstrainToolArguments = true });
+        var response = await client.GetResponseAsync(
+            [new(ChatRole.User, "Weather?")], new ChatOptions { Tools = [Weather], MaxOutputTokens = 150, AllowMultipleToolCalls = false }, TestContext.Current.CancellationToken);
+
+        Assert.Equal("Let me check.", response.Text.Trim());
+        var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+        Assert.Null(call.Exception);
+        ConstraintTestKit.AssertValid(WeatherSchema, JsonSerializer.Serialize(call.Arguments));
+    }
 }
