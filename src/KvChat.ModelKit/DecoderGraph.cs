@@ -21,16 +21,16 @@ internal sealed class DecoderGraph
     private const float WeightScale = 2f;
 
     private readonly ModelKitOptions _o;
-    private readonly Vocabulary _vocab;
+    private readonly float[] _logitBias;
     private readonly ScriptPlan? _script;
     private readonly GraphBuilder _g = new("kvchat_decoder");
     private readonly int _d;
     private readonly int _kvWidth;
 
-    private DecoderGraph(ModelKitOptions options, Vocabulary vocab, ScriptPlan? script)
+    private DecoderGraph(ModelKitOptions options, float[] logitBias, ScriptPlan? script)
     {
         _o = options;
-        _vocab = vocab;
+        _logitBias = logitBias;
         _script = script;
         _d = options.HeadSize;
         _kvWidth = options.NumKvHeads * _d;
@@ -39,9 +39,10 @@ internal sealed class DecoderGraph
     /// <summary>Total decoder layers GenAI sees (the script layer included).</summary>
     public static int LayerCount(ModelKitOptions options) => options.NumLayers + (options.IsScripted ? 1 : 0);
 
-    public static ModelProto Build(ModelKitOptions options, Vocabulary vocab, ScriptPlan? script, out long parameterCount)
+    /// <summary>Builds the graph; <paramref name="logitBias"/> is the LM head's bias, one value per token.</summary>
+    public static ModelProto Build(ModelKitOptions options, float[] logitBias, ScriptPlan? script, out long parameterCount)
     {
-        var graph = new DecoderGraph(options, vocab, script);
+        var graph = new DecoderGraph(options, logitBias, script);
         graph.BuildGraph();
         parameterCount = graph._g.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b));
         var model = new ModelProto
@@ -111,7 +112,7 @@ internal sealed class DecoderGraph
 
         var (finalNorm, _) = SkipNorm(pendingSkip!, residual, Ones("model.norm.weight", h));
         var flat = _g.Node("Reshape", [finalNorm, _g.Int64s(-1, h)]);
-        var bias = _g.Float("lm_head.bias", LogitBias(), _o.VocabSize);
+        var bias = _g.Float("lm_head.bias", _logitBias, _o.VocabSize);
         var logits2d = _g.Node("Gemm", [flat, embed, bias], null, "", Attr("transB", 1L));
         var outShape = _g.Node("Concat", [_g.Node("Shape", ["input_ids"]), _g.Int64s(_o.VocabSize)], null, "", Attr("axis", 0L));
 
@@ -342,22 +343,6 @@ internal sealed class DecoderGraph
         }
 
         return (_g.Float("cos_cache", cos, _o.ContextLength, half), _g.Float("sin_cache", sin, _o.ContextLength, half));
-    }
-
-    private float[] LogitBias()
-    {
-        var bias = new float[_o.VocabSize];
-        for (var id = 0; id < _vocab.FirstAddedId; id++)
-        {
-            if (_vocab.IsPrintable(id))
-            {
-                bias[id] = _o.PrintableBias;
-            }
-        }
-
-        bias[_vocab.IdOf(_vocab.Family.EosTokens[0])] = _o.EndOfTurnBias;
-
-        return bias;
     }
 
     private string Linear(string name, int fanIn, int fanOut)

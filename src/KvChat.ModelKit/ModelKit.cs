@@ -55,6 +55,11 @@ public static class ModelKit
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         options.Validate();
+        return options.TokenizerFrom is null ? WriteSynthetic(options, directory) : WriteOverRealTokenizer(options, directory);
+    }
+
+    private static ModelKitResult WriteSynthetic(ModelKitOptions options, string directory)
+    {
         var stopwatch = Stopwatch.StartNew();
         System.IO.Directory.CreateDirectory(directory);
 
@@ -63,12 +68,14 @@ public static class ModelKit
         var script = options.IsScripted ? new ScriptPlan(options, vocab) : null;
 
         var modelPath = Path.Combine(directory, "model.onnx");
-        var model = DecoderGraph.Build(options, vocab, script, out var parameters);
+        var model = DecoderGraph.Build(options, vocab.LogitBias(options.PrintableBias, options.EndOfTurnBias), script, out var parameters);
         WriteAtomically(modelPath, stream => model.WriteTo(stream));
         model = null;
 
         var eos = family.EosTokens.Select(vocab.IdOf).ToArray();
-        WriteAtomically(Path.Combine(directory, "genai_config.json"), s => WriteGenAiConfig(s, options, vocab, eos));
+        var bos = family.BosToken is null ? eos[0] : vocab.IdOf(family.BosToken);
+        var header = new ConfigHeader(options.ModelType ?? family.ModelType, bos, eos, vocab.IdOf(family.PadToken), options.VocabSize);
+        WriteAtomically(Path.Combine(directory, "genai_config.json"), s => WriteGenAiConfig(s, options, header));
         WriteAtomically(Path.Combine(directory, "tokenizer.json"), s => WriteTokenizer(s, vocab));
         WriteAtomically(Path.Combine(directory, "tokenizer_config.json"), s => WriteTokenizerConfig(s, options, vocab));
 
@@ -85,6 +92,52 @@ public static class ModelKit
             ScriptTokens = count => script?.TokensFor(count) ?? [],
         };
     }
+
+    /// <summary>
+    /// A random-weight model over a real tokenizer folder: the vocabulary covers every id (added tokens included), the
+    /// output leans towards plain word tokens, and <c>tokenizer.json</c> and <c>tokenizer_config.json</c> (with the
+    /// family's chat template) are copied byte for byte.
+    /// </summary>
+    private static ModelKitResult WriteOverRealTokenizer(ModelKitOptions requested, string directory)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        var tokenizer = RealTokenizer.Read(requested.TokenizerFrom!);
+        var options = requested with { VocabSize = tokenizer.VocabSize };
+        System.IO.Directory.CreateDirectory(directory);
+
+        var modelPath = Path.Combine(directory, "model.onnx");
+        var model = DecoderGraph.Build(options, tokenizer.LogitBias(options.PrintableBias, options.EndOfTurnBias), script: null, out var parameters);
+        WriteAtomically(modelPath, stream => model.WriteTo(stream));
+        model = null;
+
+        var eos = tokenizer.EosIds.ToArray();
+        var header = new ConfigHeader(options.ModelType ?? tokenizer.ModelType, tokenizer.BosId ?? eos[0], eos, tokenizer.PadId, tokenizer.VocabSize);
+        WriteAtomically(Path.Combine(directory, "genai_config.json"), s => WriteGenAiConfig(s, options, header));
+        WriteAtomically(Path.Combine(directory, "tokenizer.json"), s => { using var source = File.OpenRead(tokenizer.TokenizerJsonPath); source.CopyTo(s); });
+        WriteAtomically(Path.Combine(directory, "tokenizer_config.json"), s => { using var source = File.OpenRead(tokenizer.TokenizerConfigPath); source.CopyTo(s); });
+
+        var addedIds = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (id, content, _) in tokenizer.AddedTokens)
+        {
+            addedIds.TryAdd(content, id);
+        }
+
+        return new ModelKitResult
+        {
+            Directory = Path.GetFullPath(directory),
+            ParameterCount = parameters,
+            ModelBytes = new FileInfo(modelPath).Length,
+            Elapsed = stopwatch.Elapsed,
+            EosTokenIds = eos,
+            AddedTokenIds = addedIds,
+            SpecialTokens = [.. tokenizer.AddedTokens.Where(t => t.Special).Select(t => t.Content)],
+            ChatTemplate = tokenizer.ChatTemplate,
+            ScriptTokens = _ => [],
+        };
+    }
+
+    /// <summary>The model identity part of <c>genai_config.json</c>.</summary>
+    private readonly record struct ConfigHeader(string ModelType, int Bos, int[] Eos, int Pad, int VocabSize);
 
     private static void WriteAtomically(string path, Action<Stream> write)
     {
@@ -103,24 +156,23 @@ public static class ModelKit
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     });
 
-    private static void WriteGenAiConfig(Stream stream, ModelKitOptions o, Vocabulary vocab, int[] eos)
+    private static void WriteGenAiConfig(Stream stream, ModelKitOptions o, ConfigHeader header)
     {
         using var w = Json(stream);
-        var bos = vocab.Family.BosToken is null ? eos[0] : vocab.IdOf(vocab.Family.BosToken);
         var shareBuffer = o.Variant == ModelVariant.GroupQueryAttention;
         w.WriteStartObject();
         w.WriteStartObject("model");
-        w.WriteString("type", vocab.Family.ModelType);
-        w.WriteNumber("bos_token_id", bos);
+        w.WriteString("type", header.ModelType);
+        w.WriteNumber("bos_token_id", header.Bos);
         w.WriteStartArray("eos_token_id");
-        foreach (var id in eos)
+        foreach (var id in header.Eos)
         {
             w.WriteNumberValue(id);
         }
 
         w.WriteEndArray();
-        w.WriteNumber("pad_token_id", vocab.IdOf(vocab.Family.PadToken));
-        w.WriteNumber("vocab_size", o.VocabSize);
+        w.WriteNumber("pad_token_id", header.Pad);
+        w.WriteNumber("vocab_size", header.VocabSize);
         w.WriteNumber("context_length", o.ContextLength);
         w.WriteStartObject("decoder");
         w.WriteStartObject("session_options");

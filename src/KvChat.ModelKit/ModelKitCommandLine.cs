@@ -16,6 +16,8 @@ public static class ModelKitCommandLine
           --hidden N --layers N --heads N --kv-heads N --intermediate N --vocab N --context N
           --seed N                 weight seed (default 42)
           --script TEXT            the text every greedy reply says
+          --tokenizer-from DIR     a real tokenizer folder (tokenizer.json + tokenizer_config.json) to build the model over
+          --model-type NAME        the GenAI model type (default: the family's, e.g. qwen3, llama, gemma3_text)
           --printable-bias X       logit bias for printable tokens (default 4)
         """;
 
@@ -112,6 +114,8 @@ public static class ModelKitCommandLine
                     options = options with { Seed = ulong.TryParse(Value(args, i++), NumberStyles.None, CultureInfo.InvariantCulture, out var seed) ? seed : throw new ArgumentException("--seed takes a whole number.") };
                     break;
                 case "--script": options = options with { Script = Value(args, i++) }; break;
+                case "--tokenizer-from": options = options with { TokenizerFrom = Value(args, i++) }; break;
+                case "--model-type": options = options with { ModelType = Value(args, i++) }; break;
                 case "--printable-bias":
                     options = options with { PrintableBias = float.TryParse(Value(args, i++), NumberStyles.Float, CultureInfo.InvariantCulture, out var bias) ? bias : throw new ArgumentException("--printable-bias takes a number.") };
                     break;

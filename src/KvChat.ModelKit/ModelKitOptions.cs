@@ -121,6 +121,25 @@ public sealed record ModelKitOptions
     /// </summary>
     public IReadOnlyDictionary<int, string>? ScriptByMessageCount { get; init; }
 
+    /// <summary>
+    /// Gets a folder holding a real model family's <c>tokenizer.json</c> and <c>tokenizer_config.json</c>, or
+    /// <see langword="null"/> for the kit's own byte-level tokenizer of <see cref="TemplateFamily"/>. With a folder, both
+    /// files are copied unchanged (the chat template with them), the vocabulary covers every id of the tokenizer (added
+    /// tokens included, <see cref="VocabSize"/> is ignored), bos, eos and pad come from the files, the model type is the
+    /// one GenAI loads for the family (unless <see cref="ModelType"/> says otherwise), and
+    /// <see cref="PrintableBias"/> goes to plain word tokens (a space marker and lowercase letters), so that random
+    /// replies read as words. A model over a real tokenizer cannot be scripted.
+    /// <value>The default value is <see langword="null"/>.</value>
+    /// </summary>
+    public string? TokenizerFrom { get; init; }
+
+    /// <summary>
+    /// Gets the GenAI model type written to <c>genai_config.json</c> (GenAI 0.18 loads <c>qwen3</c>, <c>qwen2</c>,
+    /// <c>llama</c>, <c>gemma3_text</c>, <c>phi3</c>, ...), or <see langword="null"/> for the family's own.
+    /// <value>The default value is <see langword="null"/>.</value>
+    /// </summary>
+    public string? ModelType { get; init; }
+
     /// <summary>Gets the size of one attention head.</summary>
     public int HeadSize => HiddenSize / NumHeads;
 
@@ -146,6 +165,16 @@ public sealed record ModelKitOptions
         if (Variant == ModelVariant.GroupQueryAttention && HeadSize % 8 != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, $"GroupQueryAttention needs a head size that is a multiple of 8; HiddenSize / NumHeads is {HeadSize}.");
+        }
+
+        if (TokenizerFrom is not null && IsScripted)
+        {
+            throw new ArgumentException("A model over a real tokenizer (TokenizerFrom) cannot be scripted: the kit scripts only its own tokenizer.", nameof(TokenizerFrom));
+        }
+
+        if (ModelType is { Length: 0 })
+        {
+            throw new ArgumentException("ModelType must be null or a GenAI model type such as 'qwen3' or 'llama'.", nameof(ModelType));
         }
 
         if (NumHeads % NumKvHeads != 0)

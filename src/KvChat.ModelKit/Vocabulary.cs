@@ -158,6 +158,22 @@ internal sealed class Vocabulary
         }
     }
 
+    /// <summary>The LM head's bias: printable tokens get <paramref name="printableBias"/>, the end-of-turn token <paramref name="endOfTurnBias"/>.</summary>
+    public float[] LogitBias(float printableBias, float endOfTurnBias)
+    {
+        var bias = new float[Size];
+        for (var id = 0; id < FirstAddedId; id++)
+        {
+            if (IsPrintable(id))
+            {
+                bias[id] = printableBias;
+            }
+        }
+
+        bias[IdOf(Family.EosTokens[0])] = endOfTurnBias;
+        return bias;
+    }
+
     /// <summary>Whether a regular token decodes to printable ASCII only (letters, digits, punctuation, space).</summary>
     public bool IsPrintable(int id)
     {

@@ -39,7 +39,8 @@ public sealed partial class KvChatClient
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(messages);
         var list = messages as IReadOnlyList<ChatMessage> ?? [.. messages];
-        var sampling = SamplingFrom(options);
+        var knobs = ProviderKnobs.Read(options, _logger, _options.RejectUnknownAdditionalProperties);
+        var sampling = SamplingFrom(options, knobs);
         var maxOutput = options?.MaxOutputTokens;
         if (maxOutput is <= 0)
         {
@@ -184,11 +185,11 @@ public sealed partial class KvChatClient
         return (names, _renderer.EncodeTemplateText(prefix));
     }
 
-    private SamplingSettings SamplingFrom(ChatOptions? options)
+    private SamplingSettings SamplingFrom(ChatOptions? options, ProviderKnobs knobs)
     {
         var temperature = options?.Temperature ?? (_folder.DoSample ? _folder.Temperature : 0f);
         var topP = options?.TopP ?? (_folder.DoSample ? _folder.TopP : 1f);
-        var topK = options?.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
+        var topK = options?.TopK ?? knobs.TopK ?? (_folder.DoSample ? _folder.TopK : 0);
         if (options?.TopK is <= 0)
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.TopK, "ChatOptions.TopK must be positive.");
@@ -200,7 +201,7 @@ public sealed partial class KvChatClient
             topK,
             options?.FrequencyPenalty ?? 0f,
             options?.PresencePenalty ?? 0f,
-            options?.Seed is { } seed ? unchecked((ulong)seed) : null);
+            (options?.Seed ?? knobs.Seed) is { } seed ? unchecked((ulong)seed) : null);
         try
         {
             settings.Validate();
@@ -233,20 +234,6 @@ public sealed partial class KvChatClient
         if (options.RawRepresentationFactory?.Invoke(this) is { } raw)
         {
             throw new NotSupportedException($"ChatOptions.RawRepresentationFactory returned a {raw.GetType().Name}; KvChatClient takes no raw options.");
-        }
-
-        if (options.AdditionalProperties is { Count: > 0 } additional)
-        {
-            foreach (var key in additional.Keys)
-            {
-                if (_options.RejectUnknownAdditionalProperties)
-                {
-                    throw new NotSupportedException(
-                        $"ChatOptions.AdditionalProperties key '{key}' is not known to KvChatClient (set KvChatClientOptions.RejectUnknownAdditionalProperties to false to log it instead).");
-                }
-
-                Log.UnknownAdditionalProperty(_logger, key);
-            }
         }
     }
 }

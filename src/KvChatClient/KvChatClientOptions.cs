@@ -149,10 +149,14 @@ public sealed class KvChatClientOptions
 
     /// <summary>
     /// Gets or sets whether a <c>ChatOptions.AdditionalProperties</c> key the client does not know is an error
-    /// (<see langword="true"/>, a <see cref="NotSupportedException"/> naming the key) or a logged warning.
+    /// (<see langword="true"/>, a <see cref="NotSupportedException"/> naming the key) or logged at debug and ignored
+    /// (<see langword="false"/>, what callers written for other providers expect). Keys other providers honour are
+    /// handled either way: <c>top_k</c> and <c>seed</c> apply when <c>ChatOptions.TopK</c>/<c>Seed</c> are unset;
+    /// <c>stream_options</c>, <c>repetition_penalty</c>, <c>min_p</c>, <c>max_tokens</c> and a few more are logged at
+    /// debug with the reason they are not used.
     /// </summary>
-    /// <value>The default value is <see langword="true"/>.</value>
-    public bool RejectUnknownAdditionalProperties { get; set; } = true;
+    /// <value>The default value is <see langword="false"/>.</value>
+    public bool RejectUnknownAdditionalProperties { get; set; }
 
     /// <summary>
     /// Gets or sets whether tool calls in <c>ToolMode.Auto</c> are constrained too: the text stays free, and a call

@@ -11,11 +11,14 @@ internal static partial class Log
     [LoggerMessage(2, LogLevel.Warning, "Request {RequestId}: the session failed and was discarded.")]
     public static partial void SessionDiscarded(ILogger logger, string requestId, Exception exception);
 
-    [LoggerMessage(3, LogLevel.Warning, "ChatOptions.AdditionalProperties key '{Key}' is not known to KvChatClient and is ignored.")]
+    [LoggerMessage(3, LogLevel.Debug, "ChatOptions.AdditionalProperties key '{Key}' is not known to KvChatClient and is ignored.")]
     public static partial void UnknownAdditionalProperty(ILogger logger, string key);
 
     [LoggerMessage(4, LogLevel.Debug, "Request {RequestId}: {OutputTokens} tokens, finish {FinishReason}, first token after {TimeToFirstTokenMs:F1} ms.")]
     public static partial void ReplyFinished(ILogger logger, string requestId, int outputTokens, string finishReason, double timeToFirstTokenMs);
+
+    [LoggerMessage(6, LogLevel.Debug, "ChatOptions.AdditionalProperties key '{Key}' is ignored: {Reason}.")]
+    public static partial void IgnoredAdditionalProperty(ILogger logger, string key, string reason);
 
     [LoggerMessage(5, LogLevel.Information, "Prefilled {Tokens} tokens ({Total} held) and pinned them.")]
     public static partial void Prefilled(ILogger logger, int tokens, int total);

@@ -51,6 +51,28 @@ internal static class BenchModels
     }
 
     /// <summary>
+    /// Gets the folder of a small random model over a real tokenizer (see tests/Shared/RealTokenizers.cs), written once
+    /// into <c>.artifacts/models</c> so that every benchmark process reuses it.
+    /// </summary>
+    public static string PathOfRealTokenizer(KvChat.Testing.RealTokenizerFamily family)
+    {
+        var directory = Path.Combine(RepositoryRoot, ".artifacts", "models", "real-" + family.Name);
+        if (!File.Exists(Path.Combine(directory, "genai_config.json")))
+        {
+            var staging = directory + ".tmp-" + Environment.ProcessId;
+            ModelKit.ModelKit.Write(KvChat.Testing.RealTokenizers.Tiny(family, contextLength: 8192), staging);
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+
+            Directory.Move(staging, directory);
+        }
+
+        return directory;
+    }
+
+    /// <summary>
     /// Creates GenAI's process handle once per process; it is disposed at exit, after every benchmark's cleanup has
     /// disposed its models and generators.
     /// </summary>

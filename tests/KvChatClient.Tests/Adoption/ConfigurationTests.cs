@@ -33,7 +33,7 @@ public sealed class ConfigurationTests
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
-            ("RejectUnknownAdditionalProperties", "False"),
+            ("RejectUnknownAdditionalProperties", "True"),
             ("ConstrainToolArguments", "true")));
         await using var provider = services.BuildServiceProvider();
 
@@ -48,7 +48,7 @@ public sealed class ConfigurationTests
         Assert.Equal(7, options.MaxConversations);
         Assert.Equal(0, options.ReplyMemoCapacity);
         Assert.Equal("configured-model", options.ModelId);
-        Assert.False(options.RejectUnknownAdditionalProperties);
+        Assert.True(options.RejectUnknownAdditionalProperties);
         Assert.True(options.ConstrainToolArguments);
 
         var client = provider.GetRequiredService<IChatClient>();
