@@ -6,7 +6,7 @@ namespace KvChat.MicroBenchmarks;
 
 /// <summary>
 /// The JSON-schema token mask (<see cref="GrammarConstraint.Mask"/>) per token, on real vocabularies of 32,000
-/// (Llama 2) and 151,936 (Qwen3) logits (<see cref="RealTokenizers"/>), in the states a reply passes through, and
+/// (Llama 2) and 151,936 (Qwen3) logits (<see cref="MaskVocabularies"/>), in the states a reply passes through, and
 /// averaged over a whole reply; against the greedy pick over the same logits, which every decode step pays anyway.
 /// </summary>
 /// <remarks>
@@ -35,14 +35,14 @@ public class MaskBenchmarks
     private GrammarConstraint _inNumber = null!;
     private LogitSampler _greedy = null!;
 
-    [Params(RealTokenizers.Llama2, RealTokenizers.Qwen3)]
-    public string Vocabulary { get; set; } = RealTokenizers.Llama2;
+    [Params(MaskVocabularies.Llama2, MaskVocabularies.Qwen3)]
+    public string Vocabulary { get; set; } = MaskVocabularies.Llama2;
 
     [GlobalSetup]
     public void Setup()
     {
-        var (json, size) = RealTokenizers.Get(Vocabulary);
-        var eos = Vocabulary == RealTokenizers.Qwen3 ? new[] { 151645, 151643 } : [2];
+        var (json, size) = MaskVocabularies.Get(Vocabulary);
+        var eos = Vocabulary == MaskVocabularies.Qwen3 ? new[] { 151645, 151643 } : [2];
         _vocabulary = new ConstraintVocabulary(TokenBytes.Read(json, size), eos);
         using var schema = JsonDocument.Parse(Schema);
         _grammar = JsonSchemaGrammar.Compile(schema.RootElement);

