@@ -45,7 +45,6 @@ internal static class ChatEndpoints
 
     public static void Map(WebApplication app)
     {
-        app.MapGet("/", () => "KvChat hosting sample: POST /chat, POST /chat/stream, GET /stats\n");
         app.MapPost("/chat", ChatAsync);
         app.MapPost("/chat/stream", StreamAsync);
         app.MapGet("/stats", (IChatClient client) =>

@@ -42,6 +42,11 @@ internal static partial class HostingApp
         // Load the model now (validating the options on the way), not on the first request.
         _ = app.Services.GetRequiredService<IChatClient>();
         ChatEndpoints.Map(app);
+
+        // README OpenAI endpoint: begin
+        app.MapOpenAIChatCompletions(); // POST /v1/chat/completions, GET /v1/models: for any OpenAI client
+        // README OpenAI endpoint: end
+        WebChatPage.Map(app); // GET /: the web chat, over /v1/chat/completions
         return app;
     }
 

@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Text.RegularExpressions;
+using KvChat.HostingSample;
 using KvChat.Testing;
 using Microsoft.Extensions.AI;
 using Xunit;
@@ -63,6 +64,8 @@ public sealed partial class ReadmeTests
     [InlineData("builder.Services.AddKvChatClient(", "samples/KvChat.HostingSample/HostingApp.cs", "README dependency injection")]
     [InlineData("Kernel.CreateBuilder().AddKvChatClient(", "samples/KvChat.SemanticKernelSample/SemanticKernelChat.cs", "README Semantic Kernel")]
     [InlineData(".UseFunctionInvocation().Build();", "tests/KvChatClient.Tests/Tools/AgentLoopTests.cs", "README tools")]
+    [InlineData("app.MapOpenAIChatCompletions();", "samples/KvChat.HostingSample/HostingApp.cs", "README OpenAI endpoint")]
+    [InlineData("new ChatClient(\"kvchat-demo\"", "tests/KvChatClient.AspNetCore.Tests/OpenAISdkTests.cs", "README OpenAI client")]
     public void CSharpBlock_IsTheCodeOfAProjectThatBuilds(string blockHolds, string sourcePath, string region)
     {
         var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");
@@ -87,6 +90,51 @@ public sealed partial class ReadmeTests
                 source.Contains(directive + "\n", StringComparison.Ordinal) || fileNamespace.StartsWith(name + ".", StringComparison.Ordinal),
                 $"README's '{directive}' is not in {sourcePath}");
         }
+    }
+
+    /// <summary>
+    /// The README's curl calls of the OpenAI endpoint, run as they are against the hosting sample (on a kit model
+    /// served under the demo model's name), with only the address changed to the test's free port.
+    /// </summary>
+    [Fact]
+    public async Task CurlBlocks_CallTheOpenAIEndpointOfTheHostingSample()
+    {
+        var readme = File.ReadAllText(Path.Combine(Root, "README.md")).ReplaceLineEndings("\n");
+        var blocks = BashBlock().Matches(readme).Select(m => m.Groups[1].Value).Where(b => b.Contains("/v1/chat/completions", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, blocks.Count);
+        await using var app = HostingApp.Build(
+            ["--urls", "http://127.0.0.1:0", "--Logging:Console:LogLevel:Default=None", $"--KvChat:ModelPath={TestModels.PathOf(TestModels.Tiny)}", $"--KvChat:ModelId={DemoModel.ModelId}"]);
+        await app.StartAsync(TestContext.Current.CancellationToken);
+
+        var outputs = new List<string>();
+        foreach (var block in blocks)
+        {
+            Assert.Contains("http://127.0.0.1:5077/v1/", block, StringComparison.Ordinal);
+            outputs.Add(await BashAsync(block.Replace("http://127.0.0.1:5077", app.Urls.Single(), StringComparison.Ordinal)));
+        }
+
+        var completion = System.Text.Json.JsonDocument.Parse(outputs[0]).RootElement;
+        Assert.Equal("chat.completion", completion.GetProperty("object").GetString());
+        Assert.Equal(DemoModel.ModelId, completion.GetProperty("model").GetString());
+        Assert.True(completion.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() > 0);
+        var events = outputs[1].Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1].Trim());
+        var usage = System.Text.Json.JsonDocument.Parse(events[^2]["data: ".Length..]).RootElement.GetProperty("usage");
+        Assert.True(usage.GetProperty("prompt_tokens_details").GetProperty("cached_tokens").GetInt32() > 0, "the same question again is served from the cache");
+        await app.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    private static async Task<string> BashAsync(string script)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = System.Diagnostics.Process.Start(start)!;
+        await process.StandardInput.WriteAsync(script);
+        process.StandardInput.Close();
+        var output = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var error = await process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        Assert.True(process.ExitCode == 0, $"bash exited with {process.ExitCode}: {error}");
+        return output;
     }
 
     [Fact]

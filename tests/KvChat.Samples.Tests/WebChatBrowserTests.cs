@@ -1,0 +1,98 @@
+using KvChat.HostingSample;
+using KvChat.ModelKit;
+using KvChat.Testing;
+using OpenQA.Selenium;
+using OpenQA.Selenium.Chrome;
+using OpenQA.Selenium.Support.UI;
+using Xunit;
+
+namespace KvChat.Samples.Tests;
+
+/// <summary>
+/// The hosting sample's web chat in a real headless browser: Debian's <c>chromium</c> driven through its
+/// <c>chromium-driver</c> by Selenium (<c>.ci/run</c> installs both when they are missing; nothing is downloaded).
+/// </summary>
+public sealed class WebChatBrowserTests
+{
+    public const string Chromium = "/usr/bin/chromium";
+    public const string ChromeDriver = "/usr/bin/chromedriver";
+
+    /// <summary>What the page's model says, so that the screenshot reads as a conversation.</summary>
+    public const string Reply = "A KV cache keeps the keys and values of every token the model has read, so the next turn computes only the new tokens.";
+
+    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task TwoMessages_BothRepliesStream_TurnTwoReportsCachedTokens_Screenshot()
+    {
+        Assert.True(File.Exists(Chromium) && File.Exists(ChromeDriver),
+            $"{Chromium} and {ChromeDriver} are needed: apt-get install -y chromium chromium-driver (.ci/run does it).");
+        var model = TestModels.PathOf(ModelKitOptions.Tiny with { Script = Reply });
+        await using var app = HostingApp.Build(
+            ["--urls", "http://127.0.0.1:0", "--Logging:Console:LogLevel:Default=None", $"--KvChat:ModelPath={model}", "--KvChat:ModelId=kit-tiny-scripted"]);
+        await app.StartAsync(Cancel);
+
+        var profile = Directory.CreateTempSubdirectory("kvchat-chromium-");
+        try
+        {
+            using var driver = StartChromium(profile.FullName);
+            driver.Navigate().GoToUrl(app.Urls.Single() + "/");
+            var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(60));
+            wait.Until(d => d.FindElement(By.TagName("body")).GetAttribute("data-ready") == "true");
+            Assert.Equal("kit-tiny-scripted", driver.FindElement(By.Id("model")).Text);
+
+            var first = Ask(driver, wait, "What is a KV cache?", turn: 1);
+            var second = Ask(driver, wait, "Why does reusing it help?", turn: 2);
+
+            Assert.Equal(0, first.Cached);
+            Assert.Equal(first.Prompt, first.Prefilled);
+            Assert.True(second.Cached >= first.Prompt, $"turn 2 cached {second.Cached}; turn 1's prompt was {first.Prompt}");
+            Assert.Equal(second.Prompt, second.Cached + second.Prefilled);
+            TestContext.Current.TestOutputHelper?.WriteLine($"web chat, turn 2: prompt {second.Prompt}, cached {second.Cached}, prefilled {second.Prefilled}, first token {second.Ttft} ms");
+
+            var screenshot = Path.Combine(AppContext.BaseDirectory, "web-chat.png");
+            ((ITakesScreenshot)driver).GetScreenshot().SaveAsFile(screenshot);
+            Assert.True(new FileInfo(screenshot).Length > 10_000);
+            TestContext.Current.TestOutputHelper?.WriteLine($"screenshot: {screenshot}");
+        }
+        finally
+        {
+            profile.Delete(recursive: true);
+            await app.StopAsync(Cancel);
+        }
+    }
+
+    private sealed record TurnStats(int Prompt, int Cached, int Prefilled, int Ttft);
+
+    /// <summary>Types a message, sends it with Enter, waits for the streamed reply and reads the line under it.</summary>
+    private static TurnStats Ask(ChromeDriver driver, WebDriverWait wait, string message, int turn)
+    {
+        driver.FindElement(By.Id("input")).SendKeys(message + Keys.Enter);
+        var reply = wait.Until(d =>
+        {
+            var replies = d.FindElements(By.CssSelector(".reply"));
+            return replies.Count == turn && replies[^1].GetAttribute("data-state") is "done" or "error" ? replies[^1] : null;
+        });
+        Assert.Equal("done", reply.GetAttribute("data-state"));
+        Assert.Equal(Reply, reply.Text);
+        var chunks = int.Parse(reply.GetAttribute("data-chunks") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(chunks > 1, $"reply {turn} arrived in {chunks} piece(s), not streamed");
+
+        var stats = driver.FindElements(By.CssSelector(".stats"))[^1];
+        Assert.Matches(@"^prompt \d+ · cached \d+ · prefilled \d+ · first token \d+ ms · \d+ reply tokens$", stats.Text);
+        int Read(string name) => int.Parse(stats.GetAttribute("data-" + name)!, System.Globalization.CultureInfo.InvariantCulture);
+        return new TurnStats(Read("prompt"), Read("cached"), Read("prefilled"), Read("ttft"));
+    }
+
+    private static ChromeDriver StartChromium(string profile)
+    {
+        var options = new ChromeOptions { BinaryLocation = Chromium };
+        options.AddArguments(
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=960,720", $"--user-data-dir={profile}");
+        var service = ChromeDriverService.CreateDefaultService(Path.GetDirectoryName(ChromeDriver)!, Path.GetFileName(ChromeDriver));
+        service.HideCommandPromptWindow = true;
+        service.SuppressInitialDiagnosticInformation = true;
+        return new ChromeDriver(service, options, TimeSpan.FromSeconds(60));
+    }
+}
