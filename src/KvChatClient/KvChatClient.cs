@@ -75,6 +75,11 @@ public sealed partial class KvChatClient : IChatClient
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="FileNotFoundException">A required file is missing from <paramref name="modelPath"/>.</exception>
     /// <exception cref="InvalidDataException">A file in <paramref name="modelPath"/> is malformed.</exception>
+    /// <remarks>
+    /// The model keeps the ONNX Runtime settings it was loaded with: <see cref="KvChatClientOptions.IntraOpThreads"/>
+    /// does not apply. To set the threads of a model you load, overlay its <c>Config</c> before creating it:
+    /// <c>config.Overlay("{\"model\":{\"decoder\":{\"session_options\":{\"intra_op_num_threads\":2}}}}")</c>.
+    /// </remarks>
     public KvChatClient(Model model, string modelPath, KvChatClientOptions? options = null, bool ownsModel = false)
         : this(ModelFolder.Read(modelPath), model ?? throw new ArgumentNullException(nameof(model)), ownsModel, options)
     {
@@ -93,7 +98,7 @@ public sealed partial class KvChatClient : IChatClient
 
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;
         _ownsModel = ownsModel;
-        _model = model ?? LoadModel(folder.Path);
+        _model = model ?? LoadModel(folder.Path, IntraOpThreads.Resolve(_options.IntraOpThreads));
         try
         {
             _tokenizer = new Tokenizer(_model);
@@ -279,11 +284,13 @@ public sealed partial class KvChatClient : IChatClient
         return prompt.Length - keep;
     }
 
-    private static Model LoadModel(string path)
+    private static Model LoadModel(string path, int intraOpThreads)
     {
         try
         {
-            return new Model(path);
+            using var config = new Config(path);
+            config.Overlay(IntraOpThreads.Overlay(intraOpThreads));
+            return new Model(config);
         }
         catch (OnnxRuntimeGenAIException e)
         {

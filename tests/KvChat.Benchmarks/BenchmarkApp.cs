@@ -20,6 +20,11 @@ internal static class BenchmarkApp
 
     public static async Task<int> RunAsync(string[] args)
     {
+        if (args.Contains("--first-turn"))
+        {
+            return await FirstTurn.RunAsync(args).ConfigureAwait(false);
+        }
+
         var settings = BenchSettings.Parse(args);
         var modelPath = settings.ModelPath ?? GenerateModel(settings);
         using var handle = new OgaHandle();

@@ -18,6 +18,12 @@ internal static class BenchModels
     /// <summary>The bench preset (hidden 768, 12 layers, vocabulary 32000, 128.7M parameters), never ending a reply on its own.</summary>
     public const string Bench = "bench";
 
+    /// <summary>The bench preset with Qwen2.5's vocabulary of 151,936 tokens, never ending a reply on its own.</summary>
+    public const string Bench152K = "bench-152k";
+
+    /// <summary>The bench preset with Gemma 3's vocabulary of 262,144 tokens, never ending a reply on its own.</summary>
+    public const string Bench262K = "bench-262k";
+
     /// <summary>Gets the repository root: the first folder up from the binaries that holds <c>KvChatClient.sln</c>.</summary>
     public static string RepositoryRoot { get; } = FindRepositoryRoot();
 
@@ -28,6 +34,8 @@ internal static class BenchModels
         {
             Tiny => ModelKitOptions.Tiny,
             Bench => ModelKitOptions.Bench,
+            Bench152K => ModelKitOptions.Bench with { VocabSize = 151936 },
+            Bench262K => ModelKitOptions.Bench with { VocabSize = 262144 },
             _ => throw new ArgumentException($"Unknown model '{name}'.", nameof(name)),
         };
 

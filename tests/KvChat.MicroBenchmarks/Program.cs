@@ -9,6 +9,23 @@ if (args is ["--paired", var pairedModel, var pairedRounds])
     return await PairedDecode.RunAsync(pairedModel, int.Parse(pairedRounds, System.Globalization.CultureInfo.InvariantCulture)).ConfigureAwait(false);
 }
 
+// --threads MODEL ROUNDS [OUTPUT]: GenAI's intra-op threads against concurrent sessions (see ThreadScaling).
+if (args is ["--threads", var threadsModel, var threadsRounds, .. var threadsRest])
+{
+    return ThreadScaling.Run(threadsModel, int.Parse(threadsRounds, System.Globalization.CultureInfo.InvariantCulture), threadsRest.FirstOrDefault());
+}
+
+// --last-logits MODEL ROUNDS [OUTPUT], --sampled-decode MODEL ROUNDS [OUTPUT]: real-vocabulary runs (see RealVocabularyRuns).
+if (args is ["--last-logits", var lastModel, var lastRounds, .. var lastRest])
+{
+    return RealVocabularyRuns.LastLogits(lastModel, int.Parse(lastRounds, System.Globalization.CultureInfo.InvariantCulture), lastRest.FirstOrDefault());
+}
+
+if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sampledRest])
+{
+    return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
+}
+
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");

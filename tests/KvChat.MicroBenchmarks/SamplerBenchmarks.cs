@@ -3,8 +3,9 @@ using BenchmarkDotNet.Attributes;
 namespace KvChat.MicroBenchmarks;
 
 /// <summary>
-/// <see cref="LogitSampler.Next"/> over 32,000 logits: greedy (one vectorised pass) against temperature sampling with
-/// top-k, top-p and both.
+/// <see cref="LogitSampler.Next"/> over 32,000, 151,936 (Qwen2.5) and 262,144 (Gemma 3) logits: greedy (one vectorised
+/// pass) against temperature sampling alone, with top-k 40, top-p 0.9, both, and with penalties; beside each, the
+/// quickselect sampler it replaced (<see cref="QuickselectSampler"/>), on the same logits.
 /// </summary>
 /// <remarks>
 /// The logits are a peaked distribution like a trained model's: normal with standard deviation 2, and 16 tokens raised
@@ -14,39 +15,62 @@ namespace KvChat.MicroBenchmarks;
 [MemoryDiagnoser]
 public class SamplerBenchmarks
 {
-    private const int Vocabulary = 32000;
     private float[] _logits = null!;
     private LogitSampler _greedy = null!;
     private LogitSampler _temperature = null!;
     private LogitSampler _topK = null!;
     private LogitSampler _topP = null!;
     private LogitSampler _topKTopP = null!;
+    private LogitSampler _penalties = null!;
+    private QuickselectSampler _oldTemperature = null!;
+    private QuickselectSampler _oldTopK = null!;
+    private QuickselectSampler _oldTopP = null!;
+    private QuickselectSampler _oldTopKTopP = null!;
+
+    [Params(32000, 151936, 262144)]
+    public int Vocabulary { get; set; } = 32000;
 
     [GlobalSetup]
     public void Setup()
     {
-        var random = new Random(5);
+        _logits = PeakedLogits(Vocabulary, seed: 5);
+        _greedy = new LogitSampler(SamplingSettings.Greedy, Vocabulary);
+        _temperature = new LogitSampler(new SamplingSettings(0.8f, 1f, 0, 0f, 0f, 1), Vocabulary);
+        _topK = new LogitSampler(new SamplingSettings(0.8f, 1f, 40, 0f, 0f, 1), Vocabulary);
+        _topP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 0, 0f, 0f, 1), Vocabulary);
+        _topKTopP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 40, 0f, 0f, 1), Vocabulary);
+        _penalties = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 40, 0.3f, 0.3f, 1), Vocabulary);
+        for (var i = 0; i < 64; i++)
+        {
+            _penalties.Accept(i * 7);
+        }
+
+        _oldTemperature = new QuickselectSampler(new SamplingSettings(0.8f, 1f, 0, 0f, 0f, 1), Vocabulary);
+        _oldTopK = new QuickselectSampler(new SamplingSettings(0.8f, 1f, 40, 0f, 0f, 1), Vocabulary);
+        _oldTopP = new QuickselectSampler(new SamplingSettings(0.8f, 0.9f, 0, 0f, 0f, 1), Vocabulary);
+        _oldTopKTopP = new QuickselectSampler(new SamplingSettings(0.8f, 0.9f, 40, 0f, 0f, 1), Vocabulary);
+    }
+
+    /// <summary>Normal logits (standard deviation 2) with 16 tokens raised by 8 to 12.</summary>
+    internal static float[] PeakedLogits(int vocabulary, int seed)
+    {
+        var random = new Random(seed);
 #pragma warning disable CA5394 // Benchmark data, not a secret.
-        _logits = new float[Vocabulary];
-        for (var i = 0; i < _logits.Length; i++)
+        var logits = new float[vocabulary];
+        for (var i = 0; i < logits.Length; i++)
         {
             // Box-Muller.
             var u = 1 - random.NextDouble();
             var v = random.NextDouble();
-            _logits[i] = (float)(2 * Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * v));
+            logits[i] = (float)(2 * Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * v));
         }
 
         for (var i = 0; i < 16; i++)
         {
-            _logits[random.Next(Vocabulary)] += 8 + (4 * random.NextSingle());
+            logits[random.Next(vocabulary)] += 8 + (4 * random.NextSingle());
         }
 #pragma warning restore CA5394
-
-        _greedy = new LogitSampler(SamplingSettings.Greedy, Vocabulary);
-        _temperature = new LogitSampler(new SamplingSettings(0.8f, 1f, 0, 0f, 0f, 1), Vocabulary);
-        _topK = new LogitSampler(new SamplingSettings(0.8f, 1f, 50, 0f, 0f, 1), Vocabulary);
-        _topP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 0, 0f, 0f, 1), Vocabulary);
-        _topKTopP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 50, 0f, 0f, 1), Vocabulary);
+        return logits;
     }
 
     [Benchmark(Baseline = true, Description = "greedy")]
@@ -55,12 +79,27 @@ public class SamplerBenchmarks
     [Benchmark(Description = "temperature 0.8")]
     public int Temperature() => _temperature.Next(_logits);
 
-    [Benchmark(Description = "temperature 0.8, top-k 50")]
+    [Benchmark(Description = "temperature 0.8 (quickselect sampler)")]
+    public int OldTemperature() => _oldTemperature.Next(_logits);
+
+    [Benchmark(Description = "temperature 0.8, top-k 40")]
     public int TopK() => _topK.Next(_logits);
+
+    [Benchmark(Description = "temperature 0.8, top-k 40 (quickselect sampler)")]
+    public int OldTopK() => _oldTopK.Next(_logits);
 
     [Benchmark(Description = "temperature 0.8, top-p 0.9")]
     public int TopP() => _topP.Next(_logits);
 
-    [Benchmark(Description = "temperature 0.8, top-k 50, top-p 0.9")]
+    [Benchmark(Description = "temperature 0.8, top-p 0.9 (quickselect sampler)")]
+    public int OldTopP() => _oldTopP.Next(_logits);
+
+    [Benchmark(Description = "temperature 0.8, top-k 40, top-p 0.9")]
     public int TopKTopP() => _topKTopP.Next(_logits);
+
+    [Benchmark(Description = "temperature 0.8, top-k 40, top-p 0.9 (quickselect sampler)")]
+    public int OldTopKTopP() => _oldTopKTopP.Next(_logits);
+
+    [Benchmark(Description = "top-k 40, top-p 0.9, frequency and presence penalties on 64 tokens")]
+    public int Penalties() => _penalties.Next(_logits);
 }

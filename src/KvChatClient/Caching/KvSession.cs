@@ -1,3 +1,4 @@
+using System.Buffers;
 using Microsoft.ML.OnnxRuntimeGenAI;
 
 namespace KvChat;
@@ -18,6 +19,7 @@ internal sealed class KvSession : IPooledSession
     private Generator? _generator;
     private bool _disposed;
     private bool _logitShapeChecked;
+    private int _lastAppendLength;
 
     public KvSession(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer)
     {
@@ -32,6 +34,14 @@ internal sealed class KvSession : IPooledSession
 
     public int TokenCount => _tokens.Count;
 
+    /// <summary>
+    /// Gets or sets whether <see cref="ReadLastLogits"/> may use <see cref="GeneratorLastLogits"/>; off, the session
+    /// takes the managed fallback (tests and benchmarks compare the two).
+    /// </summary>
+    internal bool UseNativeLogits { get; set; } = true;
+
+    private bool NativeLogits => UseNativeLogits && GeneratorLastLogits.IsAvailable;
+
     public int ContextTokens => _contextTokens;
 
     /// <inheritdoc/>
@@ -41,12 +51,23 @@ internal sealed class KvSession : IPooledSession
     /// Makes the KV cache hold <paramref name="prompt"/>: keeps its first <paramref name="keep"/> tokens (which must equal
     /// the prompt's) and appends the rest. At least one token is appended, so logits for the prompt's end are ready.
     /// </summary>
+    /// <remarks>
+    /// When the native last-position read is unavailable (<see cref="GeneratorLastLogits"/>), the prompt's last token is
+    /// appended on its own, so that <see cref="ReadLastLogits"/> copies one row of logits rather than one per prompt token.
+    /// </remarks>
     public void Prefill(ReadOnlySpan<int> prompt, int keep)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (keep < 0 || keep >= prompt.Length || keep > _tokens.Count)
         {
             throw new ArgumentOutOfRangeException(nameof(keep), keep, "Keep must leave at least one prompt token to append.");
+        }
+
+        if (prompt.Length - keep > 1 && !NativeLogits)
+        {
+            Extend(keep, prompt[keep..^1]);
+            Append(prompt[^1]);
+            return;
         }
 
         Extend(keep, prompt[keep..]);
@@ -66,6 +87,7 @@ internal sealed class KvSession : IPooledSession
         if (!tail.IsEmpty)
         {
             generator.AppendTokens(tail);
+            _lastAppendLength = tail.Length;
             foreach (var id in tail)
             {
                 _tokens.Add(id);
@@ -78,14 +100,48 @@ internal sealed class KvSession : IPooledSession
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _generator!.AppendTokens([token]);
+        _lastAppendLength = 1;
         _tokens.Add(token);
     }
 
-    /// <summary>Copies the logits of the last position into <paramref name="destination"/> (vocabulary size).</summary>
+    /// <summary>
+    /// Copies the logits of the last position into <paramref name="destination"/> (vocabulary size): through
+    /// <see cref="GeneratorLastLogits"/> (one row, whatever the last append's length) or, where that is unavailable,
+    /// the last row of <c>GetOutput("logits")</c>.
+    /// </summary>
     public void ReadLastLogits(Span<float> destination)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        using var logits = _generator!.GetOutput("logits");
+        var generator = _generator!;
+        if (UseNativeLogits && GeneratorLastLogits.TryRead(generator, destination))
+        {
+            if (_lastAppendLength == 1 && !GeneratorLastLogits.IsCrossChecked)
+            {
+                // Once per process, where the managed copy is one row: the native read must equal it.
+                var managed = ArrayPool<float>.Shared.Rent(destination.Length);
+                try
+                {
+                    ReadManagedLogits(generator, managed.AsSpan(0, destination.Length));
+                    if (!GeneratorLastLogits.CrossCheck(destination, managed.AsSpan(0, destination.Length)))
+                    {
+                        managed.AsSpan(0, destination.Length).CopyTo(destination);
+                    }
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(managed);
+                }
+            }
+
+            return;
+        }
+
+        ReadManagedLogits(generator, destination);
+    }
+
+    private void ReadManagedLogits(Generator generator, Span<float> destination)
+    {
+        using var logits = generator.GetOutput("logits");
         if (!_logitShapeChecked)
         {
             // Checked once per session: Shape() allocates, and this runs once per generated token.

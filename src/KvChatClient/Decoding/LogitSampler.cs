@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace KvChat;
@@ -18,20 +19,32 @@ namespace KvChat;
 /// Order of operations: penalties (<c>logit[t] -= FrequencyPenalty * count[t] + PresencePenalty *
 /// (count[t] &gt; 0 ? 1 : 0)</c>), then greedy argmax (ties go to the lowest token id), or else
 /// temperature, top-k, softmax, top-p (the smallest set of most likely tokens whose mass is at least
-/// <c>TopP</c>, never empty), and a draw. Tokens of equal logit are ordered by id, so the kept sets
-/// are well defined.
+/// <c>TopP</c> of the whole, never empty), and a draw. Tokens of equal logit are ordered by id, so the
+/// kept sets are well defined. Tokens whose weight <c>exp((logit - max) / temperature)</c> underflows
+/// <see cref="float"/> are never drawn; negative infinity marks a banned token.
 /// </para>
 /// <para>
-/// With a <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every
-/// run (xoshiro256**; see <see cref="Xoshiro256StarStar"/>). Without one, the generator is seeded
-/// at random.
+/// The draw: with top-k or top-p, the kept tokens in the order "greater logit, then lower id" and one
+/// uniform number scaled by their mass; with neither, every token in id order. With a
+/// <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every run on
+/// the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and the sums are
+/// vectorised, so on a CPU with another vector width a draw that falls within rounding error of a
+/// boundary between two tokens can go the other way. (Before this sampler, the kept tokens were laid
+/// out for the draw in the order quickselect left them: the same seed now draws other tokens from the
+/// same distribution.) Without a seed, the generator is seeded at random.
 /// </para>
 /// <para>
-/// Cost: the greedy path without penalties is one vectorised pass over the logits and allocates
-/// nothing. Penalties copy the logits once into a buffer allocated on first use and adjust only the
-/// tokens generated so far. Sampling rents two pooled buffers per call, drops tokens whose
-/// probability underflows <see cref="float"/> (they could never be drawn), then selects top-k and
-/// top-p in expected linear time (quickselect) without sorting the vocabulary.
+/// Cost, none of it a sort of the vocabulary: greedy is one vectorised pass (max and validation) and
+/// allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best in a heap (a
+/// token enters only when it beats the heap's worst, which one vector comparison rules out for almost
+/// all); temperature and exp then apply to those k only. Temperature alone, or top-p alone, need the
+/// whole softmax's mass: one vectorised pass of scale, one of exp
+/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and block sums in double
+/// precision; the draw then walks the block sums. Top-p sorts only candidates found by a weight
+/// threshold (first 1/1024 of the mass; if those do not reach <c>TopP</c>, a threshold under which
+/// the rest cannot), as integer keys (allocation-free). Penalties copy the logits once (a vectorised
+/// copy) and adjust only the tokens generated so far. Scratch buffers are rented from the shared
+/// array pool per call; nothing is allocated per token.
 /// </para>
 /// </remarks>
 internal sealed class LogitSampler
@@ -40,10 +53,12 @@ internal sealed class LogitSampler
     // the most likely token, whose weight is exp(0) = 1.
     private const float MinScaledLogit = -87.3f;
 
+    // Block of the vectorised partial sums the full-vocabulary draw walks.
+    private const int SumBlock = 512;
+
     private readonly List<int> _generatedDistinct = [];
     private Xoshiro256StarStar _random;
     private int[]? _counts;
-    private float[]? _penalised;
 
     /// <summary>
     /// Creates a sampler.
@@ -83,8 +98,20 @@ internal sealed class LogitSampler
             throw new ArgumentException($"Expected {VocabSize} logits but got {logits.Length}.", nameof(logits));
         }
 
-        var values = _generatedDistinct.Count > 0 ? ApplyPenalties(logits) : logits;
-        return Settings.IsGreedy ? ArgMax(values) : Sample(values);
+        if (_generatedDistinct.Count == 0)
+        {
+            return Choose(logits);
+        }
+
+        var penalised = ArrayPool<float>.Shared.Rent(VocabSize);
+        try
+        {
+            return Choose(ApplyPenalties(logits, penalised.AsSpan(0, VocabSize)));
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(penalised);
+        }
     }
 
     /// <summary>
@@ -199,22 +226,26 @@ internal sealed class LogitSampler
 #pragma warning restore CA5394
     }
 
-    private ReadOnlySpan<float> ApplyPenalties(ReadOnlySpan<float> logits)
+    private ReadOnlySpan<float> ApplyPenalties(ReadOnlySpan<float> logits, Span<float> penalised)
     {
-        _penalised ??= new float[VocabSize];
-        logits.CopyTo(_penalised);
+        logits.CopyTo(penalised);
         var counts = _counts!;
         foreach (var token in _generatedDistinct)
         {
-            _penalised[token] -= (Settings.FrequencyPenalty * counts[token]) + Settings.PresencePenalty;
+            penalised[token] -= (Settings.FrequencyPenalty * counts[token]) + Settings.PresencePenalty;
         }
 
-        return _penalised;
+        return penalised;
     }
 
-    private int Sample(ReadOnlySpan<float> values)
+    private int Choose(ReadOnlySpan<float> values)
     {
         var maxIndex = ArgMax(values);
+        if (Settings.IsGreedy)
+        {
+            return maxIndex;
+        }
+
         var inverseTemperature = 1f / Settings.Temperature;
         if (!float.IsFinite(inverseTemperature))
         {
@@ -222,174 +253,418 @@ internal sealed class LogitSampler
         }
 
         var max = values[maxIndex];
-        var weights = ArrayPool<float>.Shared.Rent(values.Length);
-        var ids = ArrayPool<int>.Shared.Rent(values.Length);
+        return Settings.TopK > 0 && Settings.TopK < values.Length
+            ? SampleTopK(values, max, inverseTemperature)
+            : SampleAll(values, max, inverseTemperature);
+    }
+
+    /// <summary>Top-k (then top-p over those k): only the k best are scaled and exponentiated.</summary>
+    private int SampleTopK(ReadOnlySpan<float> values, float max, float inverseTemperature)
+    {
+        var k = Settings.TopK;
+        var keys = ArrayPool<ulong>.Shared.Rent(k);
+        var weights = ArrayPool<float>.Shared.Rent(k);
         try
         {
+            var kept = keys.AsSpan(0, k);
+            SelectTopK(values, kept);
+            kept.Sort();
+
+            // Most likely first, so the tokens whose weight underflows are the tail.
             var count = 0;
-            for (var i = 0; i < values.Length; i++)
-            {
-                var scaled = (values[i] - max) * inverseTemperature;
-                if (scaled >= MinScaledLogit)
-                {
-                    weights[count] = scaled;
-                    ids[count] = i;
-                    count++;
-                }
-            }
-
-            if (Settings.TopK > 0 && Settings.TopK < count)
-            {
-                SelectTopK(weights, ids, count, Settings.TopK);
-                count = Settings.TopK;
-            }
-
             var total = 0d;
-            for (var i = 0; i < count; i++)
+            while (count < k)
             {
-                var weight = MathF.Exp(weights[i]);
-                weights[i] = weight;
+                var scaled = (values[IdOf(kept[count])] - max) * inverseTemperature;
+                if (!(scaled >= MinScaledLogit))
+                {
+                    break;
+                }
+
+                var weight = MathF.Exp(scaled);
+                weights[count++] = weight;
                 total += weight;
             }
 
-            if (Settings.TopP < 1f)
-            {
-                count = SelectNucleus(weights, ids, count, Settings.TopP * total);
-                total = Sum(weights, 0, count);
-            }
-
-            var target = _random.NextDouble() * total;
-            var cumulative = 0d;
-            for (var i = 0; i < count; i++)
-            {
-                cumulative += weights[i];
-                if (target < cumulative)
-                {
-                    return ids[i];
-                }
-            }
-
-            return ids[count - 1];
+            return DrawFromSorted(kept[..count], weights.AsSpan(0, count), total);
         }
         finally
         {
+            ArrayPool<ulong>.Shared.Return(keys);
             ArrayPool<float>.Shared.Return(weights);
-            ArrayPool<int>.Shared.Return(ids);
         }
     }
 
-    /// <summary>Moves the <paramref name="k"/> greatest of <c>[0, count)</c> to <c>[0, k)</c>.</summary>
-    private static void SelectTopK(float[] weights, int[] ids, int count, int k)
+    /// <summary>Temperature alone, or with top-p: the softmax over the whole vocabulary, vectorised.</summary>
+    private int SampleAll(ReadOnlySpan<float> values, float max, float inverseTemperature)
     {
-        var lo = 0;
-        var hi = count;
-        while (hi - lo > 1)
+        var length = values.Length;
+        var buffer = ArrayPool<float>.Shared.Rent(length);
+        var blocks = (length + SumBlock - 1) / SumBlock;
+        var blockSums = ArrayPool<double>.Shared.Rent(blocks);
+        try
         {
-            var p = Partition(weights, ids, lo, hi);
-            if (p == k || p == k - 1)
+            var weights = buffer.AsSpan(0, length);
+            ScaleForExp(values, max, inverseTemperature, weights);
+            TensorPrimitives.Exp(weights, weights);
+            var total = 0d;
+            for (var b = 0; b < blocks; b++)
             {
-                return;
+                var start = b * SumBlock;
+                var sum = SumInDouble(weights.Slice(start, Math.Min(SumBlock, length - start)));
+                blockSums[b] = sum;
+                total += sum;
             }
 
-            if (p > k)
+            return Settings.TopP < 1f
+                ? SampleNucleus(values, weights, total)
+                : DrawInIdOrder(weights, blockSums.AsSpan(0, blocks), total);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(buffer);
+            ArrayPool<double>.Shared.Return(blockSums);
+        }
+    }
+
+    /// <summary>The nucleus: candidates above a weight threshold that provably holds it, sorted, then cut.</summary>
+    private int SampleNucleus(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, double total)
+    {
+        var target = Settings.TopP * total;
+
+        // First the tokens with at least 1/1024 of the mass (at most 1024 of them); if they do not reach TopP, every
+        // token of weight at least (1 - TopP) * total / V / 2: the others weigh less than (1 - TopP) * total together,
+        // so the tokens kept hold at least TopP of the mass.
+        var keys = ArrayPool<ulong>.Shared.Rent(Math.Min(values.Length, 1024));
+        var candidateWeights = ArrayPool<float>.Shared.Rent(keys.Length);
+        try
+        {
+            var count = Gather(values, weights, (float)(total / 1024), ref keys, out var mass);
+            if (mass < target)
             {
-                hi = p;
+                var floor = (float)((1 - Settings.TopP) * total / values.Length / 2);
+                count = Gather(values, weights, floor > 0f ? floor : float.Epsilon, ref keys, out _);
             }
-            else
+
+            var kept = keys.AsSpan(0, count);
+            kept.Sort();
+            if (candidateWeights.Length < count)
             {
-                lo = p + 1;
+                ArrayPool<float>.Shared.Return(candidateWeights);
+                candidateWeights = ArrayPool<float>.Shared.Rent(count);
             }
+
+            for (var i = 0; i < count; i++)
+            {
+                candidateWeights[i] = weights[IdOf(kept[i])];
+            }
+
+            return DrawFromSorted(kept, candidateWeights.AsSpan(0, count), total);
+        }
+        finally
+        {
+            ArrayPool<ulong>.Shared.Return(keys);
+            ArrayPool<float>.Shared.Return(candidateWeights);
         }
     }
 
     /// <summary>
-    /// Moves the smallest set of greatest weights whose sum reaches <paramref name="target"/> to the
-    /// front and returns its size (at least 1).
+    /// The draw over candidates sorted most likely first: top-p keeps the shortest prefix whose weight reaches
+    /// <c>TopP * total</c> (the whole prefix when rounding never reaches it), and one uniform number picks in it.
     /// </summary>
-    private static int SelectNucleus(float[] weights, int[] ids, int count, double target)
+    private int DrawFromSorted(ReadOnlySpan<ulong> sorted, ReadOnlySpan<float> weights, double total)
     {
-        // Invariant: [0, lo) holds the greatest weights, with mass `below` < target; the answer is in (lo, hi].
-        var lo = 0;
-        var hi = count;
-        var below = 0d;
-        while (hi - lo > 1)
+        var count = sorted.Length;
+        var mass = 0d;
+        if (Settings.TopP < 1f)
         {
-            var p = Partition(weights, ids, lo, hi);
-            var greater = Sum(weights, lo, p);
-            if (below + greater >= target)
+            var target = Settings.TopP * total;
+            var n = 0;
+            while (n < count)
             {
-                hi = p;
+                mass += weights[n++];
+                if (mass >= target)
+                {
+                    break;
+                }
+            }
+
+            count = n;
+        }
+        else
+        {
+            mass = total;
+        }
+
+        var point = _random.NextDouble() * mass;
+        var cumulative = 0d;
+        for (var i = 0; i < count; i++)
+        {
+            cumulative += weights[i];
+            if (point < cumulative)
+            {
+                return IdOf(sorted[i]);
+            }
+        }
+
+        return IdOf(sorted[count - 1]);
+    }
+
+    /// <summary>The draw over every token in id order, walking the block sums first.</summary>
+    private int DrawInIdOrder(ReadOnlySpan<float> weights, ReadOnlySpan<double> blockSums, double total)
+    {
+        var point = _random.NextDouble() * total;
+        var cumulative = 0d;
+        var lastDrawable = -1;
+        for (var b = 0; b < blockSums.Length; b++)
+        {
+            if (cumulative + blockSums[b] <= point)
+            {
+                cumulative += blockSums[b];
                 continue;
             }
 
-            below += greater + weights[p];
-            if (below >= target)
+            var end = Math.Min((b + 1) * SumBlock, weights.Length);
+            for (var i = b * SumBlock; i < end; i++)
             {
-                return p + 1;
+                var weight = weights[i];
+                if (weight > 0f)
+                {
+                    cumulative += weight;
+                    lastDrawable = i;
+                    if (point < cumulative)
+                    {
+                        return i;
+                    }
+                }
             }
-
-            lo = p + 1;
         }
 
-        return hi;
+        // Rounding left the point past the last weight: the last token that can be drawn.
+        if (lastDrawable < 0)
+        {
+            lastDrawable = weights.Length - 1;
+        }
+
+        while (weights[lastDrawable] <= 0f)
+        {
+            lastDrawable--;
+        }
+
+        return lastDrawable;
     }
 
-    private static double Sum(float[] weights, int start, int end)
+    /// <summary>A vectorised sum in double precision, so that block sums and a token-by-token walk agree to ~1e-16.</summary>
+    private static double SumInDouble(ReadOnlySpan<float> values)
     {
+        var i = 0;
         var sum = 0d;
-        for (var i = start; i < end; i++)
+        if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
         {
-            sum += weights[i];
+            ref var start = ref MemoryMarshal.GetReference(values);
+            var accumulator = Vector<double>.Zero;
+            var last = values.Length - Vector<float>.Count;
+            for (; i <= last; i += Vector<float>.Count)
+            {
+                Vector.Widen(Vector.LoadUnsafe(ref start, (nuint)i), out var low, out var high);
+                accumulator += low + high;
+            }
+
+            sum = Vector.Sum(accumulator);
+        }
+
+        for (; i < values.Length; i++)
+        {
+            sum += values[i];
         }
 
         return sum;
     }
 
     /// <summary>
-    /// Partitions <c>[lo, hi)</c> around a median-of-three pivot, in the order "greater weight, then
-    /// lower id first"; returns the pivot's final index: greater items before it, lesser after.
+    /// Writes <c>(value - max) * inverseTemperature</c>, or negative infinity where that underflows exp, so that
+    /// exp gives each token's weight (0 for the banned and the negligible).
     /// </summary>
-    private static int Partition(float[] weights, int[] ids, int lo, int hi)
+    private static void ScaleForExp(ReadOnlySpan<float> values, float max, float inverseTemperature, Span<float> scaled)
     {
-        var last = hi - 1;
-        var mid = lo + ((hi - lo) / 2);
-        var pivot = MedianOfThree(weights, ids, lo, mid, last);
-        Swap(weights, ids, pivot, last);
-        var pivotWeight = weights[last];
-        var pivotId = ids[last];
-        var store = lo;
-        for (var i = lo; i < last; i++)
+        var i = 0;
+        if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
         {
-            if (Precedes(weights[i], ids[i], pivotWeight, pivotId))
+            ref var source = ref MemoryMarshal.GetReference(values);
+            ref var target = ref MemoryMarshal.GetReference(scaled);
+            var maxes = new Vector<float>(max);
+            var factor = new Vector<float>(inverseTemperature);
+            var floor = new Vector<float>(MinScaledLogit);
+            var negativeInfinity = new Vector<float>(float.NegativeInfinity);
+            var last = values.Length - Vector<float>.Count;
+            for (; i <= last; i += Vector<float>.Count)
             {
-                Swap(weights, ids, i, store);
-                store++;
+                var s = (Vector.LoadUnsafe(ref source, (nuint)i) - maxes) * factor;
+                Vector.ConditionalSelect(Vector.GreaterThanOrEqual(s, floor), s, negativeInfinity).StoreUnsafe(ref target, (nuint)i);
             }
         }
 
-        Swap(weights, ids, store, last);
-        return store;
+        for (; i < values.Length; i++)
+        {
+            var s = (values[i] - max) * inverseTemperature;
+            scaled[i] = s >= MinScaledLogit ? s : float.NegativeInfinity;
+        }
     }
 
-    private static int MedianOfThree(float[] weights, int[] ids, int a, int b, int c)
+    /// <summary>Collects the keys of the tokens of weight at least <paramref name="threshold"/>, growing the buffer as needed.</summary>
+    private static int Gather(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, float threshold, ref ulong[] keys, out double mass)
     {
-        var ab = Precedes(weights[a], ids[a], weights[b], ids[b]);
-        var bc = Precedes(weights[b], ids[b], weights[c], ids[c]);
-        if (ab == bc)
+        var count = 0;
+        mass = 0d;
+        var i = 0;
+        var width = Vector<float>.Count;
+        if (Vector.IsHardwareAccelerated && weights.Length >= width)
         {
-            return b;
+            ref var start = ref MemoryMarshal.GetReference(weights);
+            var thresholds = new Vector<float>(threshold);
+            var last = weights.Length - width;
+            for (; i <= last; i += width)
+            {
+                if (!Vector.GreaterThanOrEqualAny(Vector.LoadUnsafe(ref start, (nuint)i), thresholds))
+                {
+                    continue;
+                }
+
+                for (var lane = i; lane < i + width; lane++)
+                {
+                    if (weights[lane] >= threshold)
+                    {
+                        Add(ref keys, ref count, KeyOf(values[lane], lane));
+                        mass += weights[lane];
+                    }
+                }
+            }
         }
 
-        var ac = Precedes(weights[a], ids[a], weights[c], ids[c]);
-        return ab == ac ? c : a;
+        for (; i < weights.Length; i++)
+        {
+            if (weights[i] >= threshold)
+            {
+                Add(ref keys, ref count, KeyOf(values[i], i));
+                mass += weights[i];
+            }
+        }
+
+        return count;
     }
 
-    private static bool Precedes(float weight, int id, float otherWeight, int otherId) =>
-        weight > otherWeight || (weight == otherWeight && id < otherId);
-
-    private static void Swap(float[] weights, int[] ids, int i, int j)
+    private static void Add(ref ulong[] keys, ref int count, ulong key)
     {
-        (weights[i], weights[j]) = (weights[j], weights[i]);
-        (ids[i], ids[j]) = (ids[j], ids[i]);
+        if (count == keys.Length)
+        {
+            var larger = ArrayPool<ulong>.Shared.Rent(keys.Length * 2);
+            keys.AsSpan(0, count).CopyTo(larger);
+            ArrayPool<ulong>.Shared.Return(keys);
+            keys = larger;
+        }
+
+        keys[count++] = key;
     }
+
+    /// <summary>
+    /// Fills <paramref name="heap"/> with the keys of the <c>heap.Length</c> greatest values (lower id first among
+    /// equals), in heap order (the worst kept, the greatest key, at the root), in one scan: a vector of values none of
+    /// which beats the root is passed over with one comparison.
+    /// </summary>
+    private static void SelectTopK(ReadOnlySpan<float> values, Span<ulong> heap)
+    {
+        var k = heap.Length;
+        for (var i = 0; i < k; i++)
+        {
+            heap[i] = KeyOf(values[i], i);
+        }
+
+        for (var i = (k / 2) - 1; i >= 0; i--)
+        {
+            SiftDown(heap, i);
+        }
+
+        // Ids rise along the scan, so a later token beats the root only with a strictly greater value.
+        var rootValue = values[IdOf(heap[0])];
+        var index = k;
+        var width = Vector<float>.Count;
+        if (Vector.IsHardwareAccelerated && values.Length - k >= width)
+        {
+            ref var start = ref MemoryMarshal.GetReference(values);
+            var thresholds = new Vector<float>(rootValue);
+            var last = values.Length - width;
+            for (; index <= last; index += width)
+            {
+                if (!Vector.GreaterThanAny(Vector.LoadUnsafe(ref start, (nuint)index), thresholds))
+                {
+                    continue;
+                }
+
+                for (var lane = index; lane < index + width; lane++)
+                {
+                    if (values[lane] > rootValue)
+                    {
+                        heap[0] = KeyOf(values[lane], lane);
+                        SiftDown(heap, 0);
+                        rootValue = values[IdOf(heap[0])];
+                    }
+                }
+
+                thresholds = new Vector<float>(rootValue);
+            }
+        }
+
+        for (; index < values.Length; index++)
+        {
+            if (values[index] > rootValue)
+            {
+                heap[0] = KeyOf(values[index], index);
+                SiftDown(heap, 0);
+                rootValue = values[IdOf(heap[0])];
+            }
+        }
+    }
+
+    /// <summary>Restores the heap below <paramref name="i"/>: every parent's key is at least its children's.</summary>
+    private static void SiftDown(Span<ulong> heap, int i)
+    {
+        var item = heap[i];
+        while (true)
+        {
+            var child = (2 * i) + 1;
+            if (child >= heap.Length)
+            {
+                break;
+            }
+
+            if (child + 1 < heap.Length && heap[child + 1] > heap[child])
+            {
+                child++;
+            }
+
+            if (heap[child] <= item)
+            {
+                break;
+            }
+
+            heap[i] = heap[child];
+            i = child;
+        }
+
+        heap[i] = item;
+    }
+
+    /// <summary>
+    /// A sort key in the order "greater logit, then lower id" (ascending keys): the logit's bits made order-preserving
+    /// and inverted in the high half, the id in the low half. Sorting plain integers allocates nothing, where a
+    /// comparer would.
+    /// </summary>
+    private static ulong KeyOf(float logit, int id)
+    {
+        var bits = BitConverter.SingleToUInt32Bits(logit + 0f); // -0 becomes +0: equal logits, ordered by id.
+        var ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u;
+        return ((ulong)~ascending << 32) | (uint)id;
+    }
+
+    private static int IdOf(ulong key) => (int)(uint)key;
 }

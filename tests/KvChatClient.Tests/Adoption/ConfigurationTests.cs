@@ -34,7 +34,8 @@ public sealed class ConfigurationTests
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
             ("RejectUnknownAdditionalProperties", "True"),
-            ("ConstrainToolArguments", "true")));
+            ("ConstrainToolArguments", "true"),
+            ("IntraOpThreads", "1")));
         await using var provider = services.BuildServiceProvider();
 
         var options = provider.GetRequiredService<IOptions<KvChatClientOptions>>().Value;
@@ -50,6 +51,7 @@ public sealed class ConfigurationTests
         Assert.Equal("configured-model", options.ModelId);
         Assert.True(options.RejectUnknownAdditionalProperties);
         Assert.True(options.ConstrainToolArguments);
+        Assert.Equal(1, options.IntraOpThreads);
 
         var client = provider.GetRequiredService<IChatClient>();
         Assert.Equal(256, client.GetService<KvChatClient>()!.ContextTokens);
@@ -79,6 +81,8 @@ public sealed class ConfigurationTests
         { "ContextTokens", "8", "KvChat:ContextTokens = '8' is out of range: ContextTokens ('8') must be greater than or equal to '16'." },
         { "MaxCacheBytes", "-1", "KvChat:MaxCacheBytes = '-1' is out of range: MaxCacheBytes ('-1') must be greater than or equal to '1'." },
         { "ReplyMemoCapacity", "-3", "KvChat:ReplyMemoCapacity = '-3' is out of range: ReplyMemoCapacity ('-3') must be a non-negative value." },
+        { "IntraOpThreads", "0", "KvChat:IntraOpThreads = '0' is out of range: IntraOpThreads ('0') must be greater than or equal to '1'." },
+        { "IntraOpThreads", "2000", "KvChat:IntraOpThreads = '2000' is out of range: IntraOpThreads ('2000') must be less than or equal to '1024'." },
         { "MaxSessions", "many", "KvChat:MaxSessions = 'many' is not an integer (Int32)." },
         { "MaxSessions", "99999999999", "KvChat:MaxSessions = '99999999999' is out of range for an integer (Int32)." },
         { "EnableConversationIds", "yes", "KvChat:EnableConversationIds = 'yes' is not true or false." },

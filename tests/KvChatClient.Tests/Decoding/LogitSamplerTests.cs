@@ -354,6 +354,130 @@ public sealed class LogitSamplerTests
         }
     }
 
+    /// <summary>
+    /// The sampler's definition, written the slow way: sort the whole vocabulary ("greater logit, then lower id"), cut
+    /// top-k, weigh each token with float exp, sum in double precision, cut top-p against the whole mass, draw one
+    /// uniform number over the kept mass (in id order when neither top-k nor top-p is set). Tokens whose scaled logit
+    /// underflows exp are never kept.
+    /// </summary>
+    private sealed class ReferenceSampler
+    {
+        private readonly int[] _kept;
+        private readonly double[] _weights;
+        private readonly double _mass;
+
+        public ReferenceSampler(float[] logits, SamplingSettings settings)
+        {
+            var max = logits.Max();
+            var inverse = 1f / settings.Temperature;
+            bool Eligible(int id) => (logits[id] - max) * inverse >= -87.3f;
+            double Weight(int id) => MathF.Exp((logits[id] - max) * inverse);
+            var topK = settings.TopK > 0 && settings.TopK < logits.Length;
+            IEnumerable<int> order = Enumerable.Range(0, logits.Length);
+            if (topK || settings.TopP < 1f)
+            {
+                order = order.OrderByDescending(i => logits[i]).ThenBy(i => i);
+            }
+
+            if (topK)
+            {
+                order = order.Take(settings.TopK);
+            }
+
+            var eligible = order.Where(Eligible).ToList();
+            var total = eligible.Sum(Weight);
+            var kept = new List<int>();
+            var mass = 0d;
+            foreach (var id in eligible)
+            {
+                kept.Add(id);
+                mass += Weight(id);
+                if (settings.TopP < 1f && mass >= settings.TopP * total)
+                {
+                    break;
+                }
+            }
+
+            _kept = [.. kept];
+            _weights = [.. kept.Select(Weight)];
+            _mass = mass;
+        }
+
+        public int Next(ref Xoshiro256StarStar random)
+        {
+            var point = random.NextDouble() * _mass;
+            var sum = 0d;
+            for (var i = 0; i < _kept.Length; i++)
+            {
+                sum += _weights[i];
+                if (point < sum)
+                {
+                    return _kept[i];
+                }
+            }
+
+            return _kept[^1];
+        }
+    }
+
+    [Theory]
+    [InlineData(1000, 0.8f, 1f, 0)]
+    [InlineData(1000, 0.8f, 0.9f, 0)]
+    [InlineData(1000, 0.8f, 1f, 40)]
+    [InlineData(1000, 0.8f, 0.9f, 40)]
+    [InlineData(40_000, 1.3f, 1f, 0)]
+    [InlineData(40_000, 0.7f, 0.95f, 0)]
+    [InlineData(40_000, 0.7f, 0.5f, 0)]
+    [InlineData(40_000, 0.7f, 1f, 50)]
+    [InlineData(40_000, 0.7f, 0.9f, 50)]
+    public void Next_SameSeed_DrawsWhatTheSortingReferenceDraws(int vocabulary, float temperature, float topP, int topK)
+    {
+        // Peaked logits like a trained model's (normal, 16 tokens raised), a few banned, and many ties (rounded to
+        // 1/8), so both the order among equal logits and the cut-offs matter.
+        var values = new Random(vocabulary + topK);
+        var logits = new float[vocabulary];
+        for (var i = 0; i < vocabulary; i++)
+        {
+            logits[i] = MathF.Round((float)(2 * Math.Sqrt(-2 * Math.Log(1 - values.NextDouble())) * Math.Cos(2 * Math.PI * values.NextDouble())) * 8f) / 8f;
+        }
+
+        for (var i = 0; i < 16; i++)
+        {
+            logits[values.Next(vocabulary)] += 6 + (4 * values.NextSingle());
+            logits[values.Next(vocabulary)] = float.NegativeInfinity;
+        }
+
+        var settings = new SamplingSettings(temperature, topP, topK, 0f, 0f, 77);
+        var sampler = new LogitSampler(settings, vocabulary);
+        var reference = new ReferenceSampler(logits, settings);
+        var random = new Xoshiro256StarStar(77);
+        for (var draw = 0; draw < 2000; draw++)
+        {
+            Assert.Equal(reference.Next(ref random), sampler.Next(logits));
+        }
+    }
+
+    [Theory]
+    [InlineData(1f, 0)]
+    [InlineData(0.9f, 0)]
+    [InlineData(1f, 40)]
+    [InlineData(0.9f, 40)]
+    public void Next_MaskedToAFewTokens_DrawsOnlyThose(float topP, int topK)
+    {
+        // A structured-output constraint bans all but a few tokens with negative infinity before Next.
+        var logits = Enumerable.Repeat(float.NegativeInfinity, 262_144).ToArray();
+        int[] allowed = [5, 70_000, 200_001];
+        logits[5] = 0.5f;
+        logits[70_000] = 0.4f;
+        logits[200_001] = 0.45f;
+        var sampler = new LogitSampler(Sampling(temperature: 1f, topP: topP, topK: topK), logits.Length);
+
+        var drawn = Draw(sampler, logits, 600).ToHashSet();
+
+        Assert.True(drawn.IsSubsetOf(allowed));
+        Assert.Equal(3, drawn.Count); // 0.9 of the mass needs all three (each about a third).
+    }
+
     [Fact]
     public void Next_SameSeed_SameSequence()
     {
