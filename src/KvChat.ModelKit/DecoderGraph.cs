@@ -12,18 +12,19 @@ namespace KvChat.ModelKit;
 /// </summary>
 internal sealed class DecoderGraph
 {
-    private const float RopeTheta = 10000f;
-    private const float NormEpsilon = 1e-5f;
+    internal const float RopeTheta = 10000f;
+    internal const float NormEpsilon = 1e-5f;
     private const float ScriptLogit = 100f;
     private const float MarkerSharpness = 30f;
-
-    /// <summary>Weights twice the usual 1/sqrt(fan-in) scale make random models context-sensitive rather than repetitive.</summary>
-    private const float WeightScale = 2f;
 
     private readonly ModelKitOptions _o;
     private readonly float[] _logitBias;
     private readonly ScriptPlan? _script;
     private readonly GraphBuilder _g = new("kvchat_decoder");
+    private readonly KitWeights _weights;
+
+    /// <summary>Stored initializers that are not parameters of their own (int4 scales, the tied int4 LM head).</summary>
+    private readonly HashSet<string> _notParameters = [];
     private readonly int _d;
     private readonly int _kvWidth;
 
@@ -34,6 +35,7 @@ internal sealed class DecoderGraph
         _script = script;
         _d = options.HeadSize;
         _kvWidth = options.NumKvHeads * _d;
+        _weights = new KitWeights(options);
     }
 
     /// <summary>Total decoder layers GenAI sees (the script layer included).</summary>
@@ -44,7 +46,9 @@ internal sealed class DecoderGraph
     {
         var graph = new DecoderGraph(options, logitBias, script);
         graph.BuildGraph();
-        parameterCount = graph._g.Graph.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b));
+        parameterCount = graph._g.Graph.Initializer
+            .Where(t => !graph._notParameters.Contains(t.Name))
+            .Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b) * (t.DataType == (int)DataType.Uint8 ? 2 : 1));
         var model = new ModelProto
         {
             IrVersion = 8,
@@ -83,8 +87,10 @@ internal sealed class DecoderGraph
         }
 
         var h = _o.HiddenSize;
-        var embedLimit = MathF.Sqrt(3f) * 2.5f / MathF.Sqrt(h);
-        var embed = _g.FloatBytes("model.embed_tokens.weight", Weights("model.embed_tokens.weight", (long)_o.VocabSize * h, embedLimit), _o.VocabSize, h);
+        var int4Embedding = _o.Precision == WeightPrecision.Int4 ? _weights.EmbeddingInt4() : null;
+        var embed = int4Embedding is null
+            ? _g.FloatBytes(KitWeights.Embedding, _weights.EmbeddingBytes(), _o.VocabSize, h)
+            : _g.Float(KitWeights.Embedding, int4Embedding.DequantizeRows(), _o.VocabSize, h);
         var (cos, sin) = RotaryCaches();
 
         var attentionMaskContext = Gqa ? GqaMaskInputs() : default;
@@ -111,18 +117,28 @@ internal sealed class DecoderGraph
         }
 
         var (finalNorm, _) = SkipNorm(pendingSkip!, residual, Ones("model.norm.weight", h));
-        var flat = _g.Node("Reshape", [finalNorm, _g.Int64s(-1, h)]);
         var bias = _g.Float("lm_head.bias", _logitBias, _o.VocabSize);
-        var logits2d = _g.Node("Gemm", [flat, embed, bias], null, "", Attr("transB", 1L));
-        var outShape = _g.Node("Concat", [_g.Node("Shape", ["input_ids"]), _g.Int64s(_o.VocabSize)], null, "", Attr("axis", 0L));
+        string logits;
+        if (int4Embedding is not null)
+        {
+            // The tied LM head as the model builder's int4 CPU export writes it: MatMulNBits over the embedding's blocks.
+            var head = MatMulNBits(finalNorm, "lm_head.weight", int4Embedding);
+            _notParameters.Add("lm_head.weight_Q4");
+            logits = _g.Node("Add", [head, bias], _script is null ? "logits" : null);
+        }
+        else
+        {
+            var flat = _g.Node("Reshape", [finalNorm, _g.Int64s(-1, h)]);
+            var logits2d = _g.Node("Gemm", [flat, embed, bias], null, "", Attr("transB", 1L));
+            var outShape = _g.Node("Concat", [_g.Node("Shape", ["input_ids"]), _g.Int64s(_o.VocabSize)], null, "", Attr("axis", 0L));
+            logits = _g.Node("Reshape", [logits2d, outShape], _script is null ? "logits" : null);
+        }
 
         if (_script is null)
         {
-            _g.Node("Reshape", [logits2d, outShape], "logits");
             return;
         }
 
-        var logits = _g.Node("Reshape", [logits2d, outShape]);
         var scriptLogits = ScriptLayer(_o.NumLayers, attentionMaskContext, positions);
         _g.Node("Add", [logits, scriptLogits], "logits");
     }
@@ -140,10 +156,10 @@ internal sealed class DecoderGraph
         var p = $"model.layers.{layer}.mlp";
         var h = _o.HiddenSize;
         var i = _o.IntermediateSize;
-        var gate = _g.Node("MatMul", [x, Linear($"{p}.gate_proj.weight", h, i)]);
-        var up = _g.Node("MatMul", [x, Linear($"{p}.up_proj.weight", h, i)]);
+        var gate = Project(x, $"{p}.gate_proj.weight", h, i);
+        var up = Project(x, $"{p}.up_proj.weight", h, i);
         var silu = _g.Node("Mul", [gate, _g.Node("Sigmoid", [gate])]);
-        return _g.Node("MatMul", [_g.Node("Mul", [silu, up]), Linear($"{p}.down_proj.weight", i, h)]);
+        return Project(_g.Node("Mul", [silu, up]), $"{p}.down_proj.weight", i, h);
     }
 
     private readonly record struct GqaMask(string SeqLensK, string TotalSequenceLength);
@@ -169,25 +185,25 @@ internal sealed class DecoderGraph
     {
         var p = $"model.layers.{layer}.self_attn";
         var h = _o.HiddenSize;
-        var q = _g.Node("MatMul", [x, Linear($"{p}.q_proj.weight", h, h)]);
-        var k = _g.Node("MatMul", [x, Linear($"{p}.k_proj.weight", h, _kvWidth)]);
-        var v = _g.Node("MatMul", [x, Linear($"{p}.v_proj.weight", h, _kvWidth)]);
+        var q = Project(x, $"{p}.q_proj.weight", h, h);
+        var k = Project(x, $"{p}.k_proj.weight", h, _kvWidth);
+        var v = Project(x, $"{p}.v_proj.weight", h, _kvWidth);
         var outputs = _g.Nodes("GroupQueryAttention",
             [q, k, v, $"past_key_values.{layer}.key", $"past_key_values.{layer}.value", mask.SeqLensK, mask.TotalSequenceLength, cos, sin],
             [_g.Fresh("attn_out"), $"present.{layer}.key", $"present.{layer}.value"],
             "com.microsoft",
             Attr("num_heads", (long)_o.NumHeads), Attr("kv_num_heads", (long)_o.NumKvHeads),
             Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L));
-        return _g.Node("MatMul", [outputs[0], Linear($"{p}.o_proj.weight", h, h)]);
+        return Project(outputs[0], $"{p}.o_proj.weight", h, h);
     }
 
     private string ConcatAttention(int layer, string x, string positions, string cos, string sin)
     {
         var p = $"model.layers.{layer}.self_attn";
         var h = _o.HiddenSize;
-        var q = Heads(_g.Node("MatMul", [x, Linear($"{p}.q_proj.weight", h, h)]), _o.NumHeads);
-        var k = Heads(_g.Node("MatMul", [x, Linear($"{p}.k_proj.weight", h, _kvWidth)]), _o.NumKvHeads);
-        var v = Heads(_g.Node("MatMul", [x, Linear($"{p}.v_proj.weight", h, _kvWidth)]), _o.NumKvHeads);
+        var q = Heads(Project(x, $"{p}.q_proj.weight", h, h), _o.NumHeads);
+        var k = Heads(Project(x, $"{p}.k_proj.weight", h, _kvWidth), _o.NumKvHeads);
+        var v = Heads(Project(x, $"{p}.v_proj.weight", h, _kvWidth), _o.NumKvHeads);
 
         // Rotary embedding (non-interleaved halves) at the absolute positions.
         var cosAt = _g.Node("Unsqueeze", [_g.Node("Gather", [cos, positions]), _g.Int64s(1)]);
@@ -195,7 +211,7 @@ internal sealed class DecoderGraph
         q = Rotate(q, cosAt, sinAt);
         k = Rotate(k, cosAt, sinAt);
         var output = PlainAttention(layer, q, k, v, positions, 1f / MathF.Sqrt(_d));
-        return _g.Node("MatMul", [output, Linear($"{p}.o_proj.weight", h, h)]);
+        return Project(output, $"{p}.o_proj.weight", h, h);
     }
 
     /// <summary>Attention over past + new keys with Concat growth, causal and padding masks, and grouped KV heads.</summary>
@@ -345,12 +361,27 @@ internal sealed class DecoderGraph
         return (_g.Float("cos_cache", cos, _o.ContextLength, half), _g.Float("sin_cache", sin, _o.ContextLength, half));
     }
 
-    private string Linear(string name, int fanIn, int fanOut)
-        => _g.FloatBytes(name, Weights(name, (long)fanIn * fanOut, WeightScale * MathF.Sqrt(3f / fanIn)), fanIn, fanOut);
+    /// <summary>x times a linear layer's weight: a float <c>MatMul</c>, or <c>MatMulNBits</c> at int4 precision.</summary>
+    private string Project(string x, string name, int fanIn, int fanOut)
+        => _o.Precision == WeightPrecision.Int4
+            ? MatMulNBits(x, name, _weights.LinearInt4(name, fanIn, fanOut))
+            : _g.Node("MatMul", [x, _g.FloatBytes(name, _weights.LinearBytes(name, fanIn, fanOut), fanIn, fanOut)]);
+
+    /// <summary>
+    /// <c>com.microsoft:MatMulNBits</c> as GenAI's model builder writes it for CPU int4: bits 4, block 32, no zero points
+    /// (symmetric around 8), <c>accuracy_level</c> 4 (int8 activations on CPU).
+    /// </summary>
+    private string MatMulNBits(string x, string name, Int4Blocks blocks)
+    {
+        var weight = _g.Bytes(name + "_Q4", DataType.Uint8, blocks.ToMatMulNBits(), blocks.Rows, blocks.BlocksPerRow, Int4Blocks.BlockSize / 2);
+        var scales = _g.Float(name + "_scales", blocks.Scales, blocks.Rows, blocks.BlocksPerRow);
+        _notParameters.Add(scales);
+        return _g.Node("MatMulNBits", [x, weight, scales], null, "com.microsoft",
+            Attr("K", (long)blocks.Columns), Attr("N", (long)blocks.Rows), Attr("bits", 4L),
+            Attr("block_size", (long)Int4Blocks.BlockSize), Attr("accuracy_level", 4L));
+    }
 
     private string Ones(string name, int size) => _g.FloatBytes(name, WeightRandom.Constant(size, 1f), size);
-
-    private byte[] Weights(string name, long count, float limit) => WeightRandom.Uniform(_o.Seed, name, count, limit);
 }
 
 /// <summary>What a scripted model says: token ids per message count, and where the reply starts after a message start.</summary>

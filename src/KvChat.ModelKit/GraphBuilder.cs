@@ -49,6 +49,16 @@ internal sealed class GraphBuilder
         return name;
     }
 
+    /// <summary>Adds an initializer of any element type from its raw little-endian bytes.</summary>
+    public string Bytes(string name, TensorProto.Types.DataType type, byte[] bytes, params long[] dims)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)type };
+        tensor.Dims.AddRange(dims);
+        tensor.RawData = UnsafeByteOperations.UnsafeWrap(bytes);
+        Graph.Initializer.Add(tensor);
+        return name;
+    }
+
     public string Int64(string name, long[] data, params long[] dims)
     {
         var tensor = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };

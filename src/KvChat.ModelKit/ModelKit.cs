@@ -41,7 +41,7 @@ public sealed record ModelKitResult
 }
 
 /// <summary>Writes complete GenAI model folders: <c>model.onnx</c>, <c>genai_config.json</c>, <c>tokenizer.json</c>, <c>tokenizer_config.json</c>.</summary>
-public static class ModelKit
+public static partial class ModelKit
 {
     /// <summary>The files a model folder holds.</summary>
     public static IReadOnlyList<string> FileNames { get; } = ["model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json"];
@@ -78,6 +78,10 @@ public static class ModelKit
         WriteAtomically(Path.Combine(directory, "genai_config.json"), s => WriteGenAiConfig(s, options, header));
         WriteAtomically(Path.Combine(directory, "tokenizer.json"), s => WriteTokenizer(s, vocab));
         WriteAtomically(Path.Combine(directory, "tokenizer_config.json"), s => WriteTokenizerConfig(s, options, vocab));
+        if (options.WriteGguf)
+        {
+            GgufExport.Write(options, vocab, eos, Path.Combine(directory, GgufFileName));
+        }
 
         return new ModelKitResult
         {

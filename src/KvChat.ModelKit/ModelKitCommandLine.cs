@@ -3,13 +3,14 @@ using System.Globalization;
 namespace KvChat.ModelKit;
 
 /// <summary>The model kit's command line: <c>--preset tiny|bench --out DIR</c> plus dimension overrides.</summary>
-public static class ModelKitCommandLine
+public static partial class ModelKitCommandLine
 {
     private const string Usage = """
         Writes a GenAI model folder (model.onnx, genai_config.json, tokenizer.json, tokenizer_config.json).
 
         Usage: KvChat.ModelKit --out DIR [--preset tiny|bench] [options]
-          --preset NAME            tiny (tests, default) or bench (about 128M parameters)
+          --preset NAME            tiny (tests, default), bench (about 128M parameters), or a real shape:
+                                   qwen2.5-0.5b, llama3.2-1b, vocab262k (int4)
           --out DIR                the model folder to write
           --variant gqa|concat     GroupQueryAttention with shared buffers (default) or plain Concat KV
           --template chatml|phi|llama3   template family (default chatml)
@@ -19,6 +20,8 @@ public static class ModelKitCommandLine
           --tokenizer-from DIR     a real tokenizer folder (tokenizer.json + tokenizer_config.json) to build the model over
           --model-type NAME        the GenAI model type (default: the family's, e.g. qwen3, llama, gemma3_text)
           --printable-bias X       logit bias for printable tokens (default 4)
+          --precision fp32|int4    linear weights as float MatMul or int4 MatMulNBits (block 32, LM head too)
+          --gguf                   also write model.gguf: the same network and tokenizer for llama.cpp
         """;
 
     /// <summary>Runs the command line.</summary>
@@ -120,7 +123,8 @@ public static class ModelKitCommandLine
                     options = options with { PrintableBias = float.TryParse(Value(args, i++), NumberStyles.Float, CultureInfo.InvariantCulture, out var bias) ? bias : throw new ArgumentException("--printable-bias takes a number.") };
                     break;
                 default:
-                    throw new ArgumentException($"Unknown argument '{args[i]}'.");
+                    options = ParseRealShapeArgument(args, ref i, options);
+                    break;
             }
         }
 

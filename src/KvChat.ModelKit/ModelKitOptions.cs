@@ -30,7 +30,7 @@ public enum ChatTemplateFamily
 /// What the model kit writes: dimensions, graph variant, template family and an optional script.
 /// Use <see cref="Tiny"/> or <see cref="Bench"/> and change what you need with <c>with</c>.
 /// </summary>
-public sealed record ModelKitOptions
+public sealed partial record ModelKitOptions
 {
     /// <summary>The preset for tests: hidden 64, 2 layers, 4 heads, 2 KV heads, vocabulary 384, context 2048.</summary>
     public static ModelKitOptions Tiny { get; } = new();
@@ -61,7 +61,7 @@ public sealed record ModelKitOptions
         {
             "TINY" => Tiny,
             "BENCH" => Bench,
-            _ => throw new ArgumentException($"Unknown preset '{name}': use 'tiny' or 'bench'.", nameof(name)),
+            _ => RealShapePreset(name),
         };
     }
 
@@ -150,6 +150,7 @@ public sealed record ModelKitOptions
     /// <exception cref="ArgumentOutOfRangeException">A dimension is out of range or they do not fit together.</exception>
     public void Validate()
     {
+        ValidatePrecisionAndExport();
         ArgumentOutOfRangeException.ThrowIfLessThan(HiddenSize, 8, nameof(HiddenSize));
         ArgumentOutOfRangeException.ThrowIfLessThan(NumLayers, 1, nameof(NumLayers));
         ArgumentOutOfRangeException.ThrowIfLessThan(NumHeads, 2, nameof(NumHeads));

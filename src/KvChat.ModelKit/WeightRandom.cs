@@ -8,7 +8,20 @@ internal static class WeightRandom
     public static byte[] Uniform(ulong seed, string tensorName, long count, float limit)
     {
         var bytes = new byte[checked(count * sizeof(float))];
-        var values = MemoryMarshal.Cast<byte, float>(bytes.AsSpan());
+        Fill(MemoryMarshal.Cast<byte, float>(bytes.AsSpan()), seed, tensorName, limit);
+        return bytes;
+    }
+
+    /// <summary>The same values as <see cref="Uniform"/>, as floats.</summary>
+    public static float[] UniformFloats(ulong seed, string tensorName, long count, float limit)
+    {
+        var values = new float[count];
+        Fill(values, seed, tensorName, limit);
+        return values;
+    }
+
+    private static void Fill(Span<float> values, ulong seed, string tensorName, float limit)
+    {
         var state = seed ^ Fnv1a(tensorName);
         var scale = 2f * limit / (1 << 24);
         for (var i = 0; i < values.Length; i++)
@@ -16,8 +29,6 @@ internal static class WeightRandom
             var r = Next(ref state);
             values[i] = (int)(r >> 40) * scale - limit;
         }
-
-        return bytes;
     }
 
     public static byte[] Constant(long count, float value)

@@ -3,6 +3,46 @@ namespace KvChat;
 /// <summary>A snapshot of a <see cref="KvChatClient"/>'s cache, from <c>GetService(typeof(KvCacheStatistics))</c>.</summary>
 public sealed record KvCacheStatistics
 {
+    /// <summary>Gets the backend that holds the KV caches (never <see cref="KvSessionBackend.Auto"/>).</summary>
+    public KvSessionBackend Backend { get; init; }
+
+    /// <summary>
+    /// Gets why <see cref="KvSessionBackend.Auto"/> fell back to the generator backend (what the owned-KV backend did not
+    /// understand in the model), or <see langword="null"/>.
+    /// </summary>
+    public string? BackendFallbackReason { get; init; }
+
+    /// <summary>Gets the sessions that started from a copy of another session's cached prefix instead of prefilling it.</summary>
+    public long Forks { get; init; }
+
+    /// <summary>Gets the tokens those copies held (counted in <see cref="CachedInputTokens"/> too).</summary>
+    public long ForkedTokens { get; init; }
+
+    /// <summary>
+    /// Gets the parked copies of conversations whose session another request took over (owned-KV backend): each holds
+    /// exactly its tokens' KV, and its conversation comes back by a copy instead of a prefill. Not counted in
+    /// <see cref="Sessions"/>; least recently used ones are dropped to keep <see cref="KvBytes"/> within the memory bound.
+    /// </summary>
+    public int ParkedConversations { get; init; }
+
+    /// <summary>Gets the bytes of the parked copies (counted in <see cref="KvBytes"/>).</summary>
+    public long ParkedBytes { get; init; }
+
+    /// <summary>Gets the decode Runs of the owned-KV backend (0 with the generator backend).</summary>
+    public long DecodeSteps { get; init; }
+
+    /// <summary>
+    /// Gets the session steps those Runs computed: <see cref="DecodeStepRows"/> / <see cref="DecodeSteps"/> is the mean
+    /// decode batch size.
+    /// </summary>
+    public long DecodeStepRows { get; init; }
+
+    /// <summary>Gets the most sessions one decode Run computed.</summary>
+    public int MaxDecodeBatchSize { get; init; }
+
+    /// <summary>Gets why decode steps are not batched across sessions, or <see langword="null"/> when they are.</summary>
+    public string? DecodeBatchingNote { get; init; }
+
     /// <summary>Gets the sessions alive (each one generator with its KV cache).</summary>
     public required int Sessions { get; init; }
 
@@ -15,7 +55,7 @@ public sealed record KvCacheStatistics
     /// <summary>Gets the KV-cache bytes one session holds at most (allocated up front with a shared-buffer model).</summary>
     public required long KvBytesPerSession { get; init; }
 
-    /// <summary>Gets the KV-cache bytes all sessions hold.</summary>
+    /// <summary>Gets the KV-cache bytes all sessions hold (parked copies included).</summary>
     public required long KvBytes { get; init; }
 
     /// <summary>Gets the requests served (completed, failed or cancelled) since the client was created.</summary>

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OrtException = Microsoft.ML.OnnxRuntime.OnnxRuntimeException;
 
 namespace KvChat;
 
@@ -263,10 +264,14 @@ public sealed partial class KvChatClient
             Log.SessionDiscarded(_logger, requestId, error);
         }
 
-        return error is OnnxRuntimeGenAIException
-            ? new InvalidOperationException(
-                $"GenAI failed during {source.ReplyKind}{(discarded ? "; the session was discarded" : "")}: {error.Message}", error)
-            : error;
+        return error switch
+        {
+            OnnxRuntimeGenAIException => new InvalidOperationException(
+                $"GenAI failed during {source.ReplyKind}{(discarded ? "; the session was discarded" : "")}: {error.Message}", error),
+            OrtException => new InvalidOperationException(
+                $"ONNX Runtime failed during {source.ReplyKind}{(discarded ? "; the session was discarded" : "")}: {error.Message}", error),
+            _ => error,
+        };
     }
 
     /// <summary>Throws when a structured (JSON) reply is cut or is not JSON.</summary>

@@ -7,6 +7,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OrtException = Microsoft.ML.OnnxRuntime.OnnxRuntimeException;
 
 namespace KvChat;
 
@@ -29,14 +30,17 @@ public sealed partial class KvChatClient : IChatClient
 {
     private const string ProviderName = "kvchat-onnxruntime-genai";
 
-    private readonly Model _model;
-    private readonly bool _ownsModel;
+    private readonly Lock _modelLock = new();
+    private readonly IKvBackend _backend;
+    private readonly string? _backendFallbackReason;
+    private Model? _model;
+    private bool _ownsModel;
     private readonly Tokenizer _tokenizer;
     private readonly Lock _tokenizerLock = new();
     private readonly ModelFolder _folder;
     private readonly KvChatClientOptions _options;
     private readonly PromptRenderer _renderer;
-    private readonly SessionPool<KvSession> _pool;
+    private readonly SessionPool<IKvSession> _pool;
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
     private readonly HashSet<int> _eos;
@@ -98,21 +102,27 @@ public sealed partial class KvChatClient : IChatClient
 
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;
         _ownsModel = ownsModel;
-        _model = model ?? LoadModel(folder.Path, IntraOpThreads.Resolve(_options.IntraOpThreads));
+        _model = model;
+        var owned = ChooseOwnedBackend(folder, out _backendFallbackReason);
         try
         {
-            _tokenizer = new Tokenizer(_model);
+            // The owned backend runs the decoder itself: the GenAI model is loaded only if something asks for it.
+            _model ??= owned is null ? LoadModel(folder.Path, IntraOpThreads.Resolve(_options.IntraOpThreads)) : null;
+            _ownsModel |= model is null;
+            _tokenizer = _model is null ? new Tokenizer(folder.Path) : new Tokenizer(_model);
             _renderer = new PromptRenderer(_tokenizer, _tokenizerLock, folder, _options.ChatTemplate, _options.ReplyMemoCapacity);
         }
         catch (OnnxRuntimeGenAIException e)
         {
             _tokenizer?.Dispose();
+            owned?.Dispose();
             DisposeOwnedModel();
             throw new InvalidDataException($"GenAI could not load the tokenizer of '{folder.Path}': {e.Message}", e);
         }
         catch
         {
             _tokenizer?.Dispose();
+            owned?.Dispose();
             DisposeOwnedModel();
             throw;
         }
@@ -122,12 +132,15 @@ public sealed partial class KvChatClient : IChatClient
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
-        _pool = new SessionPool<KvSession>(
+        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer);
+        _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,
-            () => new KvSession(_model, _contextTokens, bytesPerToken, folder.SharedBuffer),
+            _backend.CreateSession,
             policy,
-            _options.BlockSize);
+            _options.BlockSize,
+            _backend.CanFork ? static (target, source, tokens) => target.CopyPrefixFrom(source, tokens) : null,
+            _backend.CanFork ? static (session, length) => session.Park(length) : null);
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
@@ -135,14 +148,17 @@ public sealed partial class KvChatClient : IChatClient
         {
             var pool = _pool.GetStatistics();
             return (pool.Sessions, pool.BusySessions);
-        });
+        }, _backend.GetStepStatistics);
     }
+
+    /// <summary>Gets the backend that holds the KV caches (never <see cref="KvSessionBackend.Auto"/>).</summary>
+    internal KvSessionBackend Backend => _backend.Kind;
 
     /// <summary>Test hook: called after every reply with its prompt, cached count, generated ids and the session's tokens.</summary>
     internal Action<ReplyTrace>? Trace { get; set; }
 
     /// <summary>Test hook: called before each decode step with the session and the tokens generated so far (fault injection).</summary>
-    internal Action<KvSession, int>? DecodeStepHook { get; set; }
+    internal Action<IKvSession, int>? DecodeStepHook { get; set; }
 
     /// <summary>Gets the number of tokens one session holds at most (prompt plus reply).</summary>
     public int ContextTokens => _contextTokens;
@@ -194,6 +210,7 @@ public sealed partial class KvChatClient : IChatClient
             EnsureFits(prompt.Length, nameof(messages));
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
             var lease = await _pool.AcquireAsync(prompt, rendered.IdentityLength, linked.Token).ConfigureAwait(false);
+            RecordFork(lease);
             return await Task.Run(() => PrefillAndPin(lease, prompt), CancellationToken.None).ConfigureAwait(false);
         }
         finally
@@ -223,7 +240,7 @@ public sealed partial class KvChatClient : IChatClient
 
         if (serviceType == typeof(Model))
         {
-            return _model;
+            return GenAiModel;
         }
 
         if (serviceType == typeof(Tokenizer))
@@ -252,6 +269,7 @@ public sealed partial class KvChatClient : IChatClient
         _idle.Wait();
         _metrics.Dispose();
         _pool.Dispose();
+        _backend.Dispose();
         _tokenizer.Dispose();
         DisposeOwnedModel();
         _disposeCts.Dispose();
@@ -261,14 +279,14 @@ public sealed partial class KvChatClient : IChatClient
         }
     }
 
-    private int PrefillAndPin(SessionPool<KvSession>.Lease lease, int[] prompt)
+    private int PrefillAndPin(SessionPool<IKvSession>.Lease lease, int[] prompt)
     {
         var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
         try
         {
             _metrics.RecordLease(lease.Evicted);
             lease.Session.Extend(keep, prompt.AsSpan(keep));
-            _pool.Commit(lease, CollectionsMarshal.AsSpan((List<int>)lease.Session.Tokens), prompt.Length);
+            _pool.Commit(lease, TokensOf(lease.Session), prompt.Length);
             _pool.Pin(lease);
         }
         catch
@@ -282,6 +300,62 @@ public sealed partial class KvChatClient : IChatClient
         RecordPrompt(0, prompt.Length - keep);
         Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
         return prompt.Length - keep;
+    }
+
+    /// <summary>
+    /// Gets the GenAI model: the one the client was given or loaded, or, with the owned backend, loaded on first use
+    /// (structured output runs in GenAI's guided sampler; <c>GetService(typeof(Model))</c>).
+    /// </summary>
+    private Model GenAiModel
+    {
+        get
+        {
+            if (Volatile.Read(ref _model) is { } model)
+            {
+                return model;
+            }
+
+            lock (_modelLock)
+            {
+                ThrowIfDisposed();
+                _model ??= LoadModel(_folder.Path, IntraOpThreads.Resolve(_options.IntraOpThreads));
+                _ownsModel = true;
+                return _model;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Loads the owned-KV backend unless the options ask for the generator, or it declines the model (then returns null
+    /// with the reason, logged). A model that a forced <see cref="KvSessionBackend.Owned"/> cannot drive is an error.
+    /// </summary>
+    private OwnedBackend? ChooseOwnedBackend(ModelFolder folder, out string? reason)
+    {
+        reason = null;
+        if (_options.SessionBackend == KvSessionBackend.Generator)
+        {
+            return null;
+        }
+
+        // The same thread count GenAI runs with (KvChatClientOptions.IntraOpThreads): an explicit option wins over the
+        // folder's genai_config.json, which wins over the default of one thread per logical processor.
+        var threads = _options.IntraOpThreads ?? folder.Decoder.IntraOpThreads ?? IntraOpThreads.Default;
+        var owned = OwnedBackend.TryCreate(folder, _contextTokens, _options.MaxSessions, threads, out reason);
+        if (owned is null)
+        {
+            if (_options.SessionBackend == KvSessionBackend.Owned)
+            {
+                throw new NotSupportedException($"KvChatClientOptions.SessionBackend is Owned, but the owned-KV backend cannot drive '{folder.Path}': {reason}");
+            }
+
+            Log.OwnedBackendDeclined(_logger, folder.Path, reason!);
+        }
+        else if (owned.BatchingNote is { } note)
+        {
+            Log.BatchingOff(_logger, note);
+        }
+
+        return owned;
     }
 
     private static Model LoadModel(string path, int intraOpThreads)
@@ -309,13 +383,24 @@ public sealed partial class KvChatClient : IChatClient
     private KvCacheStatistics GetStatistics()
     {
         var pool = _pool.GetStatistics();
+        var steps = _backend.GetStepStatistics();
         return new KvCacheStatistics
         {
+            Backend = _backend.Kind,
+            BackendFallbackReason = _backendFallbackReason,
+            Forks = pool.Forks,
+            ForkedTokens = pool.ForkedTokens,
+            DecodeSteps = steps.Steps,
+            DecodeStepRows = steps.Rows,
+            MaxDecodeBatchSize = steps.MaxBatchSize,
+            DecodeBatchingNote = steps.BatchingNote,
             Sessions = pool.Sessions,
             BusySessions = pool.BusySessions,
             PinnedSessions = pool.PinnedSessions,
             KvBytesPerSession = _folder.KvBytesPerToken * _contextTokens,
             KvBytes = pool.TotalBytes,
+            ParkedConversations = pool.ParkedSessions,
+            ParkedBytes = pool.ParkedBytes,
             Requests = Interlocked.Read(ref _requests),
             CacheHits = pool.Hits,
             CacheMisses = pool.Misses,
@@ -326,6 +411,18 @@ public sealed partial class KvChatClient : IChatClient
             OutputTokens = Interlocked.Read(ref _outputTokens),
             RetokenizedReplies = _renderer.RetokenizedReplies,
         };
+    }
+
+    private static ReadOnlySpan<int> TokensOf(IKvSession session)
+        => session.Tokens is List<int> list ? CollectionsMarshal.AsSpan(list) : session.Tokens.ToArray();
+
+    private void RecordFork(SessionPool<IKvSession>.Lease lease)
+    {
+        if (lease.ForkedTokens > 0)
+        {
+            _metrics.RecordFork(lease.ForkedTokens);
+            Log.Forked(_logger, lease.ForkedTokens);
+        }
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
@@ -431,11 +528,12 @@ public sealed partial class KvChatClient : IChatClient
             TokenSource source;
             if (request.JsonSchema is not null && request.Constraint is null)
             {
-                source = new GuidedTokenSource(_model, prompt, request.Sampling, request.JsonSchema, _contextTokens);
+                source = new GuidedTokenSource(GenAiModel, prompt, request.Sampling, request.JsonSchema, _contextTokens);
             }
             else
             {
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
+                RecordFork(lease);
                 source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null);
             }
 

@@ -23,6 +23,7 @@ public sealed class KvChatClientOptions
     private int _maxConversations = 1024;
     private int _replyMemoCapacity = 1024;
     private int? _intraOpThreads;
+    private KvSessionBackend _sessionBackend = KvSessionBackend.Auto;
 
     /// <summary>
     /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
@@ -66,7 +67,11 @@ public sealed class KvChatClientOptions
         }
     }
 
-    /// <summary>Gets or sets the memory bound for KV caches, in bytes: no session is created past it.</summary>
+    /// <summary>
+    /// Gets or sets the memory bound for KV caches, in bytes: no session is created past it. With the owned-KV backend,
+    /// parked copies of conversations whose session another request took over fill what live sessions leave (least
+    /// recently used dropped first), so a conversation coming back is copied rather than prefilled.
+    /// </summary>
     /// <value>The default value is 4 GiB.</value>
     /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
     public long MaxCacheBytes
@@ -93,6 +98,27 @@ public sealed class KvChatClientOptions
             ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
             _blockSize = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets which runtime holds the KV caches. <see cref="KvSessionBackend.Auto"/> takes the owned-KV backend
+    /// (prefix forks: a shared system prompt is prefilled once per process; concurrent sessions decode in one batched
+    /// Run) when the model's decoder is one it can drive, and the GenAI generator backend otherwise, logging why.
+    /// </summary>
+    /// <value>The default value is <see cref="KvSessionBackend.Auto"/>.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a defined <see cref="KvSessionBackend"/>.</exception>
+    public KvSessionBackend SessionBackend
+    {
+        get => _sessionBackend;
+        set
+        {
+            if (!Enum.IsDefined(value))
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "Unknown session backend.");
+            }
+
+            _sessionBackend = value;
         }
     }
 

@@ -20,6 +20,15 @@ internal static partial class Log
     [LoggerMessage(6, LogLevel.Debug, "ChatOptions.AdditionalProperties key '{Key}' is ignored: {Reason}.")]
     public static partial void IgnoredAdditionalProperty(ILogger logger, string key, string reason);
 
+    [LoggerMessage(9, LogLevel.Warning, "The owned-KV backend declined '{ModelPath}', sessions use GenAI generators: {Reason}")]
+    public static partial void OwnedBackendDeclined(ILogger logger, string modelPath, string reason);
+
+    [LoggerMessage(7, LogLevel.Information, "Owned-KV backend: {Note}")]
+    public static partial void BatchingOff(ILogger logger, string note);
+
+    [LoggerMessage(8, LogLevel.Debug, "The session starts from a copy of {Tokens} cached tokens of another session (no prefill).")]
+    public static partial void Forked(ILogger logger, int tokens);
+
     [LoggerMessage(5, LogLevel.Information, "Prefilled {Tokens} tokens ({Total} held) and pinned them.")]
     public static partial void Prefilled(ILogger logger, int tokens, int total);
 

@@ -8,13 +8,23 @@ using Microsoft.ML.OnnxRuntimeGenAI;
 namespace KvChat.Benchmarks;
 
 /// <summary>
-/// Workload 5: a real three-step agent loop under <c>UseFunctionInvocation</c> on a scripted model of the benchmark's
+/// Workload 5, scripted: a real three-step agent loop under <c>UseFunctionInvocation</c> on a scripted model of the benchmark's
 /// size (the model calls three tools, then answers). Per step: what KvChatClient prefilled, against a client that
 /// re-prefills the whole prompt (a fresh generator prefilling the same tokens), both timed in this run.
 /// </summary>
 internal static class AgentLoop
 {
     private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
+
+    public const string Question = "What is the weather in Paris and Rome, and the time in Rome?";
+
+    /// <summary>The loop's tool calls and results, as chat contents (the replayed workload 5 puts them in the history).</summary>
+    public static IEnumerable<(FunctionCallContent Call, FunctionResultContent Result)> Steps()
+    {
+        yield return (new FunctionCallContent("call_1", "get_weather", new Dictionary<string, object?> { ["city"] = "Paris" }), new FunctionResultContent("call_1", "18C"));
+        yield return (new FunctionCallContent("call_2", "get_weather", new Dictionary<string, object?> { ["city"] = "Rome" }), new FunctionResultContent("call_2", "21C"));
+        yield return (new FunctionCallContent("call_3", "get_time", new Dictionary<string, object?> { ["zone"] = "Europe/Rome" }), new FunctionResultContent("call_3", "12:00"));
+    }
 
     private static string Call(string name, string argument, string value)
         => $"<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"{argument}\": \"{value}\"}}}}\n</tool_call>";
@@ -37,7 +47,9 @@ internal static class AgentLoop
             ModelKit.ModelKit.Write(options, directory);
         }
 
-        using var client = new KvChatClient(directory, new KvChatClientOptions { MaxSessions = 1 });
+        using var config = new Config(directory);
+        config.Overlay(BenchmarkApp.ThreadsOverlay(settings.Threads));
+        using var client = new KvChatClient(new Model(config), directory, new KvChatClientOptions { MaxSessions = 1 }, ownsModel: true);
         var traces = new List<ReplyTrace>();
         client.Trace = traces.Add;
         var weather = AIFunctionFactory.Create((string city) => city == "Paris" ? "18C" : "21C", "get_weather", "Weather in a city.");
@@ -46,7 +58,7 @@ internal static class AgentLoop
 
         var answer = new StringBuilder();
         await foreach (var update in agent.GetStreamingResponseAsync(
-            [new(ChatRole.System, system), new(ChatRole.User, "What is the weather in Paris and Rome, and the time in Rome?")],
+            [new(ChatRole.System, system), new(ChatRole.User, Question)],
             new ChatOptions { Tools = [weather, time] }).ConfigureAwait(false))
         {
             if (update.Role == ChatRole.Assistant)
@@ -69,7 +81,7 @@ internal static class AgentLoop
         }
 
         var md = new StringBuilder();
-        md.AppendLine("## Workload 5: a three-step agent loop under UseFunctionInvocation (scripted model of the same size)");
+        md.AppendLine("## Workload 5, scripted: a three-step agent loop under UseFunctionInvocation (scripted model of the same size)");
         md.AppendLine();
         md.AppendLine(string.Create(Invariant, $"The model calls `get_weather` twice and `get_time` once, then answers: \"{answer.ToString().Trim()}\"."));
         md.AppendLine();

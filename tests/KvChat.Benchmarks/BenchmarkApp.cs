@@ -20,68 +20,45 @@ internal static class BenchmarkApp
 
     public static async Task<int> RunAsync(string[] args)
     {
-        if (args.Contains("--first-turn"))
-        {
-            return await FirstTurn.RunAsync(args).ConfigureAwait(false);
-        }
-
         var settings = BenchSettings.Parse(args);
-        var modelPath = settings.ModelPath ?? GenerateModel(settings);
+        var loadAtStart = Report.LoadAverage();
         using var handle = new OgaHandle();
-        using var model = new Model(modelPath);
-        using var tokenizer = new Tokenizer(model);
-        var folder = ModelFolder.Read(modelPath);
-        var context = Math.Min(folder.ContextLength, 4096);
-        var text = new TextMaker(tokenizer, seed: 11);
-        var system = text.Make(settings.SystemTokens);
-        Console.WriteLine(string.Create(Invariant, $"model: {modelPath} ({folder.Layers} layers, vocabulary {folder.VocabSize}); system prompt {text.CountTokens(system)} tokens; repeats {settings.Repeats}"));
+        // The first model runs every workload asked for; the real shapes after it run the workloads the peer runs too.
+        var models = new List<(string Label, string Path, IReadOnlySet<int> Workloads)>();
+        foreach (var (name, index) in settings.Models.Select((m, i) => (m, i)))
+        {
+            var path = index == 0 && settings.ModelPath is not null ? settings.ModelPath : GenerateModel(settings, ModelKitOptions.FromPreset(name), name);
+            models.Add((name, path, index == 0 ? settings.Workloads : settings.Workloads.Intersect(PeerWorkloads).ToHashSet()));
+        }
 
-        var report = new Report(settings, modelPath, text.CountTokens(system));
+        var markdown = new StringBuilder();
+        var reports = new List<Report>();
         var failures = 0;
-        foreach (var workload in Workload.All(settings, system, text).Where(w => settings.Workloads.Contains(w.Number)))
-        {
-            Console.WriteLine($"== workload {workload.Number}: {workload.Title}");
-            foreach (var way in WayFactory.Names(workload))
-            {
-                var runs = new List<WorkloadRun>();
-                for (var repeat = 0; repeat < settings.Repeats; repeat++)
-                {
-                    using var instance = WayFactory.Create(way, model, modelPath, context, workload);
-                    using var memory = MemorySampler.Start();
-                    var stopwatch = Stopwatch.StartNew();
-                    var turns = await workload.RunAsync(instance).ConfigureAwait(false);
-                    var wall = stopwatch.Elapsed.TotalSeconds;
-                    var peak = memory.StopAndGetPeakDelta();
-                    var oracleFailures = repeat == 0 && way.StartsWith("kvchat", StringComparison.Ordinal) ? Oracle.Check(model, turns) : 0;
-                    failures += oracleFailures;
-                    runs.Add(new WorkloadRun(turns, wall, peak, oracleFailures));
-                    Console.WriteLine(string.Create(Invariant,
-                        $"  {instance.Name,-28} repeat {repeat}: wall {wall,6:F1} s, prefilled {turns.Sum(t => t.PrefilledTokens),6}, last TTFT {turns[^1].TimeToFirstTokenMs,8:F1} ms{(oracleFailures > 0 ? $", ORACLE FAILURES {oracleFailures}" : string.Empty)}"));
-                }
-
-                report.Add(workload, way, runs);
-            }
-
-            report.AddRetokenization(workload, Oracle.CountAnchorPromptDifferences(tokenizer, report.LastKvChatTurns(workload)));
-        }
-
-        var markdown = report.ToMarkdown();
-        if (settings.Workloads.Contains(5))
-        {
-            Console.WriteLine("== workload 5: agent loop");
-            markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
-        }
-
         Directory.CreateDirectory(settings.OutputDirectory);
         var mdPath = Path.Combine(settings.OutputDirectory, settings.Quick ? "results-quick.md" : "results.md");
-        await File.WriteAllTextAsync(mdPath, markdown).ConfigureAwait(false);
-        await File.WriteAllTextAsync(Path.ChangeExtension(mdPath, ".json"), report.ToJson()).ConfigureAwait(false);
-        foreach (var png in Chart.WriteTimeToFirstToken(report, settings.OutputDirectory, Path.GetFileNameWithoutExtension(mdPath)))
+        var text = string.Empty;
+        foreach (var (label, path, workloads) in models)
         {
-            Console.WriteLine($"wrote {png}");
+            var (report, modelMarkdown, modelFailures) = await RunModelAsync(settings, label, path, workloads).ConfigureAwait(false);
+            reports.Add(report);
+            markdown.Append(modelMarkdown);
+            failures += modelFailures;
+
+            // Written after every model, so a long run keeps what it has measured.
+            text = Report.Header(settings, loadAtStart) + Goals.ToMarkdown(settings, reports) + markdown;
+            await File.WriteAllTextAsync(mdPath, text).ConfigureAwait(false);
+            await File.WriteAllTextAsync(Path.ChangeExtension(mdPath, ".json"), Report.ToJson(reports)).ConfigureAwait(false);
         }
 
-        Console.WriteLine(markdown);
+        foreach (var report in reports)
+        {
+            foreach (var png in Chart.WriteTimeToFirstToken(report, settings.OutputDirectory, $"{Path.GetFileNameWithoutExtension(mdPath)}{(report.Label is "bench" or "tiny" ? string.Empty : "-" + report.Label)}"))
+            {
+                Console.WriteLine($"wrote {png}");
+            }
+        }
+
+        Console.WriteLine(text);
         Console.WriteLine($"wrote {mdPath}");
         if (failures > 0)
         {
@@ -92,14 +69,93 @@ internal static class BenchmarkApp
         return 0;
     }
 
-    internal static string GenerateModel(BenchSettings settings)
+    /// <summary>A genai_config overlay that sets the decoder session's intra-op threads.</summary>
+    public static string ThreadsOverlay(int threads)
+        => "{\"model\":{\"decoder\":{\"session_options\":{\"intra_op_num_threads\":" + threads.ToString(Invariant) + "}}}}";
+
+    /// <summary>The workloads run on the real shapes, where the peer runs too.</summary>
+    public static IReadOnlySet<int> PeerWorkloads { get; } = new HashSet<int> { 1, 5 };
+
+    private static async Task<(Report Report, string Markdown, int Failures)> RunModelAsync(BenchSettings settings, string label, string modelPath, IReadOnlySet<int> workloads)
     {
-        // Replies of a fixed length: the benchmark model never says end-of-sequence.
-        var options = (settings.Quick ? ModelKitOptions.Tiny : ModelKitOptions.Bench) with { EndOfTurnBias = -100 };
-        var directory = Path.Combine(settings.CacheDirectory, settings.Quick ? "tiny-noeos" : "bench-noeos");
-        if (!File.Exists(Path.Combine(directory, "genai_config.json")))
+        // The same intra-op thread count for GenAI as for llama.cpp.
+        using var config = new Config(modelPath);
+        config.Overlay(BenchmarkApp.ThreadsOverlay(settings.Threads));
+        using var model = new Model(config);
+        using var tokenizer = new Tokenizer(model);
+        var folder = ModelFolder.Read(modelPath);
+        var context = Math.Min(folder.ContextLength, 4096);
+        var gguf = Path.Combine(modelPath, ModelKit.ModelKit.GgufFileName);
+        using var peer = settings.Peer && File.Exists(gguf) ? new LlamaPeer(gguf, settings.Threads, (uint)context) : null;
+        await Warmup.RunAsync(model, modelPath, peer).ConfigureAwait(false);
+        var text = new TextMaker(tokenizer, seed: 11);
+        var system = text.Make(settings.SystemTokens);
+        Console.WriteLine(string.Create(Invariant, $"model {label}: {modelPath} ({folder.Layers} layers, vocabulary {folder.VocabSize}); system prompt {text.CountTokens(system)} tokens; repeats {settings.Repeats}; peer {(peer is null ? "none" : "llama.cpp " + gguf)}"));
+
+        // On the real shapes a fresh prefill of every turn costs as much as the stateless way itself: check the last turn.
+        var realShape = label is not ("bench" or "tiny");
+        var lastTurnOnly = realShape || settings.OracleLastTurnOnly;
+        var report = new Report(label, modelPath, text.CountTokens(system), folder.VocabSize) { OracleLastTurnOnly = lastTurnOnly };
+        var failures = 0;
+        foreach (var workload in Workload.All(settings, system, text).Where(w => workloads.Contains(w.Number)))
         {
-            Console.WriteLine($"writing the {(settings.Quick ? "tiny" : "bench")} model to {directory} ...");
+            Console.WriteLine($"== {label} workload {workload.Number}: {workload.Title}");
+            foreach (var way in WayFactory.Names(workload, peer is not null, realShape || settings.SideBySideOnly).Where(w => settings.Ways is null || settings.Ways.Contains(w)))
+            {
+                var runs = new List<WorkloadRun>();
+                for (var repeat = 0; repeat < settings.Repeats; repeat++)
+                {
+                    using var instance = WayFactory.Create(way, model, modelPath, context, workload, peer);
+                    using var memory = MemorySampler.Start();
+                    var stopwatch = Stopwatch.StartNew();
+                    var turns = await workload.RunAsync(instance).ConfigureAwait(false);
+                    var wall = stopwatch.Elapsed.TotalSeconds;
+                    var peak = memory.StopAndGetPeakDelta();
+                    var checkedTurns = lastTurnOnly ? turns.TakeLast(1).ToList() : turns;
+                    int? oracleFailures = repeat != 0 ? null
+                        : way.StartsWith("kvchat", StringComparison.Ordinal) ? Oracle.Check(model, checkedTurns)
+                        : way.StartsWith("llama", StringComparison.Ordinal) ? LlamaOracle.Check(peer!, checkedTurns, settings.ReplyTokens)
+                        : null;
+                    if (way.StartsWith("kvchat", StringComparison.Ordinal))
+                    {
+                        failures += oracleFailures ?? 0;
+                    }
+
+                    runs.Add(new WorkloadRun(turns, wall, peak, oracleFailures ?? 0, oracleFailures is not null));
+                    Console.WriteLine(string.Create(Invariant,
+                        $"  {instance.Name,-28} repeat {repeat}: wall {wall,6:F1} s, prefilled {turns.Sum(t => t.PrefilledTokens),6}, last TTFT {turns[^1].TimeToFirstTokenMs,8:F1} ms{(oracleFailures > 0 ? $", differs from a fresh prefill on {oracleFailures} turns" : string.Empty)}"));
+                }
+
+                report.Add(workload, way, runs);
+            }
+
+            report.AddRetokenization(workload, Oracle.CountAnchorPromptDifferences(tokenizer, report.LastKvChatTurns(workload)));
+        }
+
+        var markdown = report.ToMarkdown();
+        if (workloads.Contains(5) && label is "bench" or "tiny" && !settings.SideBySideOnly)
+        {
+            Console.WriteLine("== workload 5: agent loop");
+            markdown += await AgentLoop.RunAsync(settings, system).ConfigureAwait(false);
+        }
+
+        if (workloads.Contains(6))
+        {
+            Console.WriteLine("== workload 6: concurrent conversations, decode throughput");
+            markdown += await ConcurrentDecode.RunAsync(model, modelPath, context, settings, text).ConfigureAwait(false);
+        }
+
+        return (report, markdown, failures);
+    }
+
+    internal static string GenerateModel(BenchSettings settings, ModelKitOptions preset, string label)
+    {
+        // Replies of a fixed length: the benchmark model never says end-of-sequence. The GGUF runs the same network in llama.cpp.
+        var options = preset with { EndOfTurnBias = -100, WriteGguf = true };
+        var directory = Path.Combine(settings.CacheDirectory, $"{label}-noeos-gguf");
+        if (!File.Exists(Path.Combine(directory, "genai_config.json")) || !File.Exists(Path.Combine(directory, ModelKit.ModelKit.GgufFileName)))
+        {
+            Console.WriteLine($"writing the {label} model to {directory} ...");
             var result = ModelKit.ModelKit.Write(options, directory);
             Console.WriteLine(string.Create(Invariant, $"  {result.ParameterCount:N0} parameters in {result.Elapsed.TotalSeconds:F1} s"));
         }
@@ -108,12 +164,13 @@ internal static class BenchmarkApp
     }
 }
 
-internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallSeconds, double PeakMegabytes, int OracleFailures);
+internal sealed record WorkloadRun(IReadOnlyList<TurnResult> Turns, double WallSeconds, double PeakMegabytes, int OracleFailures, bool OracleChecked);
 
 /// <summary>Command-line settings.</summary>
 internal sealed record BenchSettings(
     bool Quick, string? ModelPath, string OutputDirectory, string CacheDirectory, int Repeats, IReadOnlySet<int> Workloads,
-    int SystemTokens, int UserTokens, int ReplyTokens, string Command)
+    int SystemTokens, int UserTokens, int ReplyTokens, string Command, int Threads, IReadOnlyList<string> Models, bool Peer,
+    bool SideBySideOnly, bool OracleLastTurnOnly, IReadOnlySet<string>? Ways = null)
 {
     public static BenchSettings Parse(string[] args)
     {
@@ -131,11 +188,17 @@ internal sealed record BenchSettings(
             Value("--out") ?? (quick ? Path.Combine(root, ".artifacts", "benchmarks") : Path.Combine(root, "docs", "benchmarks")),
             Value("--cache") ?? Path.Combine(root, ".artifacts", "models"),
             int.Parse(Value("--repeats") ?? (quick ? "1" : "3"), CultureInfo.InvariantCulture),
-            (Value("--workloads") ?? "1,2,3,4,5").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
+            (Value("--workloads") ?? "1,2,3,4,5,6").Split(',').Select(w => int.Parse(w, CultureInfo.InvariantCulture)).ToHashSet(),
             quick ? 200 : 1000,
             quick ? 20 : 40,
             quick ? 12 : 32,
-            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args));
+            "dotnet run -c Release --project tests/KvChat.Benchmarks -- " + string.Join(' ', args),
+            int.Parse(Value("--threads") ?? "2", CultureInfo.InvariantCulture),
+            (Value("--models") ?? (quick ? "tiny" : "bench,qwen2.5-0.5b")).Split(',', StringSplitOptions.RemoveEmptyEntries),
+            !args.Contains("--no-peer"),
+            Value("--ways") == "side-by-side",
+            Value("--oracle") == "last",
+            Value("--ways") is { } ways && ways != "side-by-side" ? ways.Split(',').ToHashSet(StringComparer.Ordinal) : null);
     }
 
     private static string FindRepositoryRoot()

@@ -6,13 +6,22 @@ using Microsoft.Extensions.AI;
 
 namespace KvChat.Benchmarks;
 
-/// <summary>Collects runs and writes the markdown table (and JSON) with the machine and versions.</summary>
-internal sealed class Report(BenchSettings settings, string modelPath, int systemTokens)
+/// <summary>Collects one model's runs and writes its markdown tables (and JSON), with the machine and versions in the header.</summary>
+internal sealed class Report(string label, string modelPath, int systemTokens, int vocabSize)
 {
     private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
     private readonly List<(Workload Workload, string Way, List<WorkloadRun> Runs)> _results = [];
     private readonly Dictionary<int, (int Differ, int Turns)> _retokenization = [];
+
+    public string Label { get; } = label;
+
+    /// <summary>Gets whether only each way's last turn was checked against a fresh prefill.</summary>
+    public bool OracleLastTurnOnly { get; init; }
+
+    public int VocabSize { get; } = vocabSize;
+
+    public string ModelName => Path.GetFileName(modelPath);
 
     public IReadOnlyList<(Workload Workload, string Way, List<WorkloadRun> Runs)> Results => _results;
 
@@ -27,9 +36,20 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
             .Select(t => (t.HistoryBefore!, t.Prompt!))
             .ToList();
 
+    public List<WorkloadRun>? RunsOf(int workload, string way)
+        => _results.FirstOrDefault(r => r.Workload.Number == workload && r.Way == way).Runs;
+
     /// <summary>Median time to first token of each turn over repeats.</summary>
     public static double[] MedianTtft(List<WorkloadRun> runs)
         => Enumerable.Range(0, runs[0].Turns.Count).Select(i => Median(runs.Select(r => r.Turns[i].TimeToFirstTokenMs))).ToArray();
+
+    /// <summary>Median decode rate over every turn of every repeat.</summary>
+    public static double MedianDecode(List<WorkloadRun> runs)
+        => Median(runs.SelectMany(r => r.Turns).Where(t => t.DecodeTokensPerSecond > 0).Select(t => t.DecodeTokensPerSecond));
+
+    /// <summary>Prefill rate of the first turn (the long system prompt): prompt tokens over time to first token, median.</summary>
+    public static double FirstTurnPrefill(List<WorkloadRun> runs)
+        => Median(runs.Select(r => r.Turns[0].PrefilledTokens / (r.Turns[0].TimeToFirstTokenMs / 1000)));
 
     public static double Median(IEnumerable<double> values)
     {
@@ -37,7 +57,23 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    public string ToMarkdown()
+    /// <summary>The way each way is measured against: the raw ideal of its own engine.</summary>
+    public static string IdealOf(string way) => way.StartsWith("llama", StringComparison.Ordinal) ? "llama-ideal" : "ideal";
+
+    /// <summary>The 1, 5 and 15 minute load averages (the machine is shared: a high load makes every figure noisier).</summary>
+    public static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
+    }
+
+    public static string Header(BenchSettings settings, string loadAtStart)
     {
         var md = new StringBuilder();
         md.AppendLine(settings.Quick ? "# Benchmark results (quick mode: tiny model, one repeat; figures not meaningful)" : "# Benchmark results");
@@ -45,31 +81,40 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         md.AppendLine(string.Create(Invariant, $"- Command: `{settings.Command.Trim()}`"));
         md.AppendLine(string.Create(Invariant, $"- Date (UTC): {DateTime.UtcNow:yyyy-MM-dd HH:mm}"));
         md.AppendLine(string.Create(Invariant, $"- Machine: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {CpuName()}, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1L << 30)} GiB"));
-        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {GenAiVersion()}"));
-        md.AppendLine(string.Create(Invariant, $"- Model: `{Path.GetFileName(modelPath)}`; system prompt {systemTokens} tokens; user turns about {settings.UserTokens} tokens; replies {settings.ReplyTokens} tokens (greedy, the model never ends a reply early); {settings.Repeats} repeat(s), medians"));
-        md.AppendLine("- TTFT: time from the call to the first streamed token. Prefilled: prompt tokens computed (not served from a KV cache). Decode: tokens per second after the first token.");
+        md.AppendLine(string.Create(Invariant, $"- Runtime: {RuntimeInformation.FrameworkDescription}; Microsoft.ML.OnnxRuntimeGenAI {PackageVersion("Microsoft.ML.OnnxRuntimeGenAI")}; Microsoft.ML.OnnxRuntime {PackageVersion("Microsoft.ML.OnnxRuntime")}; LLamaSharp {PackageVersion("LLamaSharp")} with LLamaSharp.Backend.Cpu {PackageVersion("LLamaSharp.Backend.Cpu")} (llama.cpp)"));
+        md.AppendLine(string.Create(Invariant, $"- Load average (1, 5, 15 min) at the start: {loadAtStart}; at the end: {LoadAverage()}"));
+        md.AppendLine(string.Create(Invariant, $"- Threads: {settings.Threads} for both engines (GenAI `session_options.intra_op_num_threads`, llama.cpp `n_threads` and `n_threads_batch`); llama.cpp's KV cache is f32, as GenAI's CPU cache."));
+        md.AppendLine(string.Create(Invariant, $"- Turns: system prompt about {settings.SystemTokens} tokens; user turns about {settings.UserTokens} tokens; replies {settings.ReplyTokens} tokens (greedy, the model never ends a reply early); {settings.Repeats} repeat(s), medians"));
+        md.AppendLine("- TTFT: time from the call to the first streamed token. Prefilled: prompt tokens computed (not served from a KV cache). Decode: tokens per second after the first token. Prefill tok/s: turn 1's prompt tokens over its TTFT.");
+        md.AppendLine("- Replies: whether every turn's reply equals the greedy reply of a fresh prefill of the whole history on the same engine (GenAI for GenAI ways, llama.cpp for LLamaSharp ways).");
+        md.AppendLine();
+        return md.ToString();
+    }
+
+    public string ToMarkdown()
+    {
+        var md = new StringBuilder();
+        md.AppendLine(string.Create(Invariant, $"# Model `{Label}` (`{ModelName}`, vocabulary {VocabSize:N0}), system prompt {systemTokens} tokens"));
         md.AppendLine();
         foreach (var group in _results.GroupBy(r => r.Workload.Number))
         {
             var workload = group.First().Workload;
-            md.AppendLine(string.Create(Invariant, $"## Workload {workload.Number}: {workload.Title}"));
+            md.AppendLine(string.Create(Invariant, $"## {Label}, workload {workload.Number}: {workload.Title}"));
             md.AppendLine();
-            var ideal = group.FirstOrDefault(r => r.Way == "ideal");
             var stateless = group.FirstOrDefault(r => r.Way == "genai");
-            var idealLast = ideal.Runs is null ? double.NaN : MedianTtft(ideal.Runs)[^1];
             var statelessLast = stateless.Runs is null ? double.NaN : MedianTtft(stateless.Runs)[^1];
-            var idealPrefilled = ideal.Runs is null ? double.NaN : ideal.Runs[0].Turns.Sum(t => t.PrefilledTokens);
-            md.AppendLine("| way | TTFT first turn ms | TTFT last turn ms | last TTFT / ideal | stateless / last TTFT | prefilled tokens | prefilled / ideal | system prompt prefills | decode tok/s | wall s | peak MiB | oracle |");
-            md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+            md.AppendLine("| way | TTFT first turn ms | TTFT last turn ms | last TTFT / own ideal | GenAI stateless / last TTFT | prefilled tokens | prefilled / own ideal | system prompt prefills | prefill tok/s | decode tok/s | wall s | peak MiB | replies |");
+            md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
             foreach (var (_, way, runs) in group)
             {
+                var ideal = group.FirstOrDefault(r => r.Way == IdealOf(way));
+                var idealLast = ideal.Runs is null ? double.NaN : MedianTtft(ideal.Runs)[^1];
+                var idealPrefilled = ideal.Runs is null ? double.NaN : ideal.Runs[0].Turns.Sum(t => t.PrefilledTokens);
                 var ttft = MedianTtft(runs);
                 var prefilled = runs[0].Turns.Sum(t => t.PrefilledTokens);
                 var systemPrefills = runs[0].Turns.Count(t => t.PrefilledTokens >= systemTokens);
-                var decode = Median(runs.SelectMany(r => r.Turns).Where(t => t.DecodeTokensPerSecond > 0).Select(t => t.DecodeTokensPerSecond));
-                var oracle = way.StartsWith("kvchat", StringComparison.Ordinal) ? (runs[0].OracleFailures == 0 ? "equal" : $"{runs[0].OracleFailures} differ") : string.Empty;
                 md.AppendLine(string.Create(Invariant,
-                    $"| {DisplayName(way)} | {ttft[0]:F0} | {ttft[^1]:F0} | {ttft[^1] / idealLast:F2} | {statelessLast / ttft[^1]:F1} | {prefilled} | {prefilled / idealPrefilled:F2} | {systemPrefills} | {decode:F1} | {Median(runs.Select(r => r.WallSeconds)):F1} | {runs.Max(r => r.PeakMegabytes):F0} | {oracle} |"));
+                    $"| {DisplayName(way)} | {ttft[0]:F0} | {ttft[^1]:F0} | {ttft[^1] / idealLast:F2} | {statelessLast / ttft[^1]:F1} | {prefilled} | {prefilled / idealPrefilled:F2} | {systemPrefills} | {FirstTurnPrefill(runs):F0} | {MedianDecode(runs):F1} | {Median(runs.Select(r => r.WallSeconds)):F1} | {runs.Max(r => r.PeakMegabytes):F0} | {Replies(runs[0])} |"));
             }
 
             md.AppendLine();
@@ -92,6 +137,13 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
                 md.AppendLine(string.Create(Invariant, $"GenAI's caching mode replied differently from KvChatClient (which equals a fresh prefill) on {differ} of {kv.Runs[0].Turns.Count} turns."));
             }
 
+            var llamaIdeal = group.FirstOrDefault(r => r.Way == "llama-ideal");
+            if (kv.Runs is not null && llamaIdeal.Runs is not null)
+            {
+                var same = kv.Runs[0].Turns.Zip(llamaIdeal.Runs[0].Turns).Count(p => p.First.Text == p.Second.Text);
+                md.AppendLine(string.Create(Invariant, $"llama.cpp's ideal replied the same text as KvChatClient on {same} of {kv.Runs[0].Turns.Count} turns (same network and weights; the two engines round differently, and at int4 each quantizes activations its own way)."));
+            }
+
             if (_retokenization.TryGetValue(workload.Number, out var re))
             {
                 md.AppendLine(string.Create(Invariant, $"KvChatClient's prompt tokens differ from the stateless anchor's re-encoding of the same history on {re.Differ} of {re.Turns} turns (a reply re-entered as the ids it was generated as, or message text encoded on its own)."));
@@ -103,42 +155,53 @@ internal sealed class Report(BenchSettings settings, string modelPath, int syste
         return md.ToString();
     }
 
-    public string ToJson()
+    private string Replies(WorkloadRun run)
+        => !run.OracleChecked ? string.Empty
+            : OracleLastTurnOnly ? (run.OracleFailures == 0 ? "last turn equal" : "last turn differs")
+            : run.OracleFailures == 0 ? "equal" : $"{run.OracleFailures} of {run.Turns.Count} differ";
+
+    public static string ToJson(IEnumerable<Report> reports)
         => JsonSerializer.Serialize(
-            _results.Select(r => new
+            reports.SelectMany(report => report._results.Select(r => new
             {
+                model = report.Label,
                 workload = r.Workload.Number,
                 way = r.Way,
                 runs = r.Runs.Select(run => new
                 {
                     wall = run.WallSeconds,
                     peakMiB = run.PeakMegabytes,
+                    oracleChecked = run.OracleChecked,
                     oracleFailures = run.OracleFailures,
                     turns = run.Turns.Select(t => new { t.PromptTokens, t.PrefilledTokens, t.OutputTokens, t.TimeToFirstTokenMs, t.DecodeTokensPerSecond, t.WallMs }),
                 }),
-            }),
+            })),
             Indented);
 
     public static string DisplayName(string way) => way switch
     {
         "genai" => "GenAI client, stateless",
         "genai-caching" => "GenAI client, EnableCaching",
-        "kvchat" => "KvChatClient (default, 4 sessions)",
+        "kvchat" => "KvChatClient (default: owned KV, 4 sessions)",
         "kvchat-session-each" => "KvChatClient, 12 sessions",
         "kvchat-no-memo" => "KvChatClient, replies re-encoded (no reply memo)",
+        "kvchat-generator" => "KvChatClient, generator backend (4 sessions)",
         "ideal" => "ideal: raw generator, new tokens only",
+        "llama-stateless" => "LLamaSharp AsChatClient, StatelessExecutor",
+        "llama-interactive" => "LLamaSharp AsChatClient, InteractiveExecutor",
+        "llama-ideal" => "llama.cpp ideal: raw LLamaContext, new tokens only",
         _ => way,
     };
 
-    /// <summary>The GenAI package version, from the central package versions the benchmark was built with.</summary>
-    private static string GenAiVersion()
+    /// <summary>A package version from the central package versions the benchmark was built with.</summary>
+    internal static string PackageVersion(string package)
     {
         for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
         {
             var props = Path.Combine(directory.FullName, "Directory.Packages.props");
             if (File.Exists(props))
             {
-                var match = System.Text.RegularExpressions.Regex.Match(File.ReadAllText(props), "Include=\"Microsoft.ML.OnnxRuntimeGenAI\" Version=\"([^\"]+)\"");
+                var match = System.Text.RegularExpressions.Regex.Match(File.ReadAllText(props), $"Include=\"{System.Text.RegularExpressions.Regex.Escape(package)}\" Version=\"([^\"]+)\"");
                 return match.Success ? match.Groups[1].Value : "unknown";
             }
         }

@@ -22,7 +22,8 @@ internal static class StructuredTurn
     public static async Task<int> RunAsync(string[] args)
     {
         var settings = BenchSettings.Parse([.. args.Where(a => a != "--structured")]);
-        var modelPath = settings.ModelPath ?? BenchmarkApp.GenerateModel(settings);
+        var preset = settings.Quick ? "tiny" : "bench";
+        var modelPath = settings.ModelPath ?? BenchmarkApp.GenerateModel(settings, ModelKit.ModelKitOptions.FromPreset(preset), preset);
         using var handle = new OgaHandle();
         using var model = new Model(modelPath);
         using var tokenizer = new Tokenizer(model);

@@ -72,7 +72,6 @@ internal sealed class ChatClientWay(string name, IChatClient client, bool deltas
             var send = way.Deltas && _conversationId is not null ? History.Skip(_sent).ToList() : History;
             var stopwatch = Stopwatch.StartNew();
             double first = -1;
-            double last = 0;
             var text = new StringBuilder();
             UsageDetails? usage = null;
             string? conversationId = null;
@@ -87,7 +86,6 @@ internal sealed class ChatClientWay(string name, IChatClient client, bool deltas
                         first = now;
                     }
 
-                    last = now;
                     updates++;
                     text.Append(update.Text);
                 }
@@ -110,7 +108,7 @@ internal sealed class ChatClientWay(string name, IChatClient client, bool deltas
             var trace = way.LastTrace?.Invoke();
             return new TurnResult(
                 prompt, prefilled, output, first < 0 ? wall : first,
-                output > 1 && last > first ? (output - 1) / ((last - first) / 1000) : 0,
+                output > 1 && wall > first && first >= 0 ? (output - 1) / ((wall - first) / 1000) : 0,
                 wall, text.ToString(), trace?.Prompt, trace?.Generated);
         }
     }

@@ -98,6 +98,24 @@ internal sealed class Workload(int number, string title, bool manyConversations,
             turns.Add(await ReplyAsync(conversation, s.ReplyTokens).ConfigureAwait(false));
             return turns;
         });
+
+        yield return new Workload(5, "agent loop replayed on the random model: the scripted loop's three tool calls and results as history, a reply at each step", false, async way =>
+        {
+            using var conversation = way.Start(system);
+            var h = conversation.History;
+            var turns = new List<TurnResult> { await TurnAsync(conversation, AgentLoop.Question, s.ReplyTokens).ConfigureAwait(false) };
+            foreach (var (call, result) in AgentLoop.Steps())
+            {
+                // The model's reply is replaced by the call the scripted model makes, then the tool's result follows.
+                h.RemoveAt(h.Count - 1);
+                h.Add(new ChatMessage(ChatRole.Assistant, [call]));
+                h.Add(new ChatMessage(ChatRole.Tool, [result]));
+                conversation.HistoryRewritten();
+                turns.Add(await ReplyAsync(conversation, s.ReplyTokens).ConfigureAwait(false));
+            }
+
+            return turns;
+        });
     }
 
     private static Task<TurnResult> TurnAsync(IConversation conversation, string user, int replyTokens)
@@ -117,15 +135,30 @@ internal sealed class Workload(int number, string title, bool manyConversations,
 /// <summary>Creates the ways a workload is run through.</summary>
 internal static class WayFactory
 {
-    public static IEnumerable<string> Names(Workload workload)
-        => workload.ManyConversations
-            ? ["genai", "genai-caching", "kvchat", "kvchat-session-each", "ideal"]
-            : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "ideal"];
+    public static IEnumerable<string> Names(Workload workload, bool peer, bool realShape)
+    {
+        if (realShape)
+        {
+            // The side-by-side ways only: GenAI's own clients re-prefill or mis-cache exactly as on the bench model.
+            return peer ? ["kvchat", "ideal", "llama-stateless", "llama-interactive", "llama-ideal"] : ["kvchat", "ideal"];
+        }
 
-    public static IWay Create(string name, Model model, string modelPath, int context, Workload workload)
+        IEnumerable<string> names = workload.ManyConversations
+            ? ["genai", "genai-caching", "kvchat", "kvchat-generator", "kvchat-session-each", "ideal"]
+            : workload.Number == 1 ? ["genai", "genai-caching", "kvchat", "kvchat-generator", "kvchat-no-memo", "ideal"] : ["genai", "genai-caching", "kvchat", "kvchat-generator", "ideal"];
+        return peer && BenchmarkApp.PeerWorkloads.Contains(workload.Number) ? names.Concat(["llama-stateless", "llama-interactive", "llama-ideal"]) : names;
+    }
+
+    public static IWay Create(string name, Model model, string modelPath, int context, Workload workload, LlamaPeer? peer)
     {
         switch (name)
         {
+            case "llama-stateless":
+                return new LlamaChatClientWay(peer!, interactive: false);
+            case "llama-interactive":
+                return new LlamaChatClientWay(peer!, interactive: true);
+            case "llama-ideal":
+                return new LlamaIdealWay(peer!);
             case "genai":
                 return new ChatClientWay("GenAI client (stateless)", new OnnxRuntimeGenAIChatClient(model, ownsModel: false), deltas: false);
             case "genai-caching":
@@ -136,7 +169,13 @@ internal static class WayFactory
             case "kvchat":
             case "kvchat-session-each":
             case "kvchat-no-memo":
+            case "kvchat-generator":
                 var options = new KvChatClientOptions();
+                if (name == "kvchat-generator")
+                {
+                    options.SessionBackend = KvSessionBackend.Generator;
+                }
+
                 if (name == "kvchat-session-each")
                 {
                     options.MaxSessions = 12;

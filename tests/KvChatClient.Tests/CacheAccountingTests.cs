@@ -12,11 +12,11 @@ public sealed class CacheAccountingTests
         "Answer in English, in plain words, with no lists. If you do not know, say so and stop.";
 
     [Theory]
-    [InlineData(ModelVariant.GroupQueryAttention)]
-    [InlineData(ModelVariant.Concat)]
-    public async Task AppendOnlyTurns_CachedIsTheCommonPrefix_PrefilledIsTheTail(ModelVariant variant)
+    [MemberData(nameof(TestBackends.VariantsOnBoth), MemberType = typeof(TestBackends))]
+    public async Task AppendOnlyTurns_CachedIsTheCommonPrefix_PrefilledIsTheTail(ModelVariant variant, KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny with { Variant = variant }), new KvChatClientOptions { MaxSessions = 1 });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny with { Variant = variant }), new KvChatClientOptions { MaxSessions = 1, SessionBackend = TestBackends.For(variant, backend) });
+        TestBackends.AssertBackend(harness.Client, variant, backend);
         var history = new List<ChatMessage> { new(ChatRole.System, LongSystemPrompt) };
         int[]? sessionBefore = null;
         for (var turn = 0; turn < 6; turn++)
@@ -42,10 +42,11 @@ public sealed class CacheAccountingTests
         }
     }
 
-    [Fact]
-    public async Task RegenerateLastReply_ReusesTheWholePromptButOneToken()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task RegenerateLastReply_ReusesTheWholePromptButOneToken(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny));
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { SessionBackend = backend });
         List<ChatMessage> history = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, "Say something")];
         var first = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken);
         var again = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken);
@@ -55,11 +56,12 @@ public sealed class CacheAccountingTests
         Assert.Equal(1, again.Usage.AdditionalCounts![KvChatUsage.PrefilledInputTokenCount]);
     }
 
-    [Fact]
-    public async Task SharedSystemPrompt_ManyConversations_PrefilledOncePerSession()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task SharedSystemPrompt_ManyConversations_PrefilledOncePerSessionOrOncePerProcess(KvSessionBackend backend)
     {
         const int sessions = 2;
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = sessions });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = sessions, SessionBackend = backend });
         var systemTokens = 0;
         var systemPrefills = 0;
         for (var conversation = 0; conversation < 6; conversation++)
@@ -73,17 +75,23 @@ public sealed class CacheAccountingTests
             }
         }
 
+        // GenAI generators cannot copy KV: the system prompt is prefilled once in each session. The owned backend
+        // starts the second session from a copy of the first one's prefix: prefilled once per process.
         Assert.True(systemTokens > 20);
-        Assert.Equal(sessions, systemPrefills);
+        var owned = backend == KvSessionBackend.Owned;
+        Assert.Equal(owned ? 1 : sessions, systemPrefills);
         var stats = harness.Client.GetService<KvCacheStatistics>()!;
         Assert.Equal(sessions, stats.Sessions);
         Assert.Equal(6 - sessions, stats.CacheHits);
+        Assert.Equal(owned ? sessions - 1 : 0, stats.Forks);
+        Assert.True(owned ? stats.ForkedTokens >= (sessions - 1) * systemTokens : stats.ForkedTokens == 0, $"forked {stats.ForkedTokens} tokens");
     }
 
-    [Fact]
-    public async Task PrefillAsync_WarmsAndPinsTheSystemPrompt_FirstRequestPrefillsOnlyTheRest()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task PrefillAsync_WarmsAndPinsTheSystemPrompt_FirstRequestPrefillsOnlyTheRest(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 1 });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 1, SessionBackend = backend });
         var prefilled = await harness.Client.PrefillAsync([new ChatMessage(ChatRole.System, LongSystemPrompt)], cancellationToken: TestContext.Current.CancellationToken);
         Assert.True(prefilled > 20);
         Assert.Equal(0, await harness.Client.PrefillAsync([new ChatMessage(ChatRole.System, LongSystemPrompt)], cancellationToken: TestContext.Current.CancellationToken));
@@ -93,10 +101,11 @@ public sealed class CacheAccountingTests
         Assert.Equal(prefilled, response.Usage!.CachedInputTokenCount);
     }
 
-    [Fact]
-    public async Task MoreConversationsThanSessions_TakeOverTheLongestCommonPrefix()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task MoreConversationsThanSessions_TakeOverTheLongestCommonPrefix(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 2 });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 2, SessionBackend = backend });
         List<ChatMessage> a = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, "Conversation A")];
         List<ChatMessage> b = [new(ChatRole.System, "A different system prompt for conversation B, long enough to fill blocks."), new(ChatRole.User, "Conversation B")];
         await harness.AskAsync(a, new ChatOptions { MaxOutputTokens = 3 }, TestContext.Current.CancellationToken);
@@ -108,10 +117,11 @@ public sealed class CacheAccountingTests
         Assert.Equal(1, harness.Client.GetService<KvCacheStatistics>()!.CacheHits);
     }
 
-    [Fact]
-    public async Task EditingALaterMessage_WithFreeSessions_ReusesTheConversationsSession()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task EditingALaterMessage_WithFreeSessions_ReusesTheConversationsSession(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 4 });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 4, SessionBackend = backend });
         List<ChatMessage> history = [new(ChatRole.System, LongSystemPrompt), new(ChatRole.User, "First question of this conversation")];
         history.AddRange((await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken)).Messages);
         history.Add(new ChatMessage(ChatRole.User, "Second question, to be edited"));

@@ -14,14 +14,17 @@ public sealed class OracleTests
         "naïve", "café", "日本", "語", "👍", "emoji", "🇫🇷", "tab\t", "line\n", "<|im_start|>system", "<tool_call>", "{\"x\": 1}",
     ];
 
-    public static TheoryData<ModelVariant, int> Scripts()
+    public static TheoryData<ModelVariant, KvSessionBackend, int> Scripts()
     {
-        var data = new TheoryData<ModelVariant, int>();
+        var data = new TheoryData<ModelVariant, KvSessionBackend, int>();
         foreach (var variant in new[] { ModelVariant.GroupQueryAttention, ModelVariant.Concat })
         {
-            for (var seed = 1; seed <= 12; seed++)
+            foreach (var backend in new[] { KvSessionBackend.Generator, KvSessionBackend.Owned })
             {
-                data.Add(variant, seed);
+                for (var seed = 1; seed <= 12; seed++)
+                {
+                    data.Add(variant, backend, seed);
+                }
             }
         }
 
@@ -30,11 +33,12 @@ public sealed class OracleTests
 
     [Theory]
     [MemberData(nameof(Scripts))]
-    public async Task RandomConversationScripts_EveryReply_EqualsFreshPrefill(ModelVariant variant, int seed)
+    public async Task RandomConversationScripts_EveryReply_EqualsFreshPrefill(ModelVariant variant, KvSessionBackend backend, int seed)
     {
         var random = new Random(seed);
         var path = TestModels.PathOf(ModelKitOptions.Tiny with { Variant = variant });
-        using var harness = new OracleHarness(path, new KvChatClientOptions { MaxSessions = 1 + (seed % 3), BlockSize = 1 + (seed % 8) * 4 });
+        using var harness = new OracleHarness(path, new KvChatClientOptions { MaxSessions = 1 + (seed % 3), BlockSize = 1 + (seed % 8) * 4, SessionBackend = TestBackends.For(variant, backend) });
+        TestBackends.AssertBackend(harness.Client, variant, backend);
         var conversations = new List<List<ChatMessage>>();
         for (var i = 0; i < 3 + (seed % 3); i++)
         {

@@ -33,10 +33,26 @@ namespace KvChat;
 /// not keep the pinned prefix, or when a lease is released without a commit.
 /// </para>
 /// <para>
-/// <b>Bytes.</b> A new session is created only if the committed sizes of the sessions plus the size
+/// <b>Forks</b> (sessions that can copy KV: <c>copyPrefix</c> given). When the session a prompt takes holds less of
+/// it than another session does (another live conversation that must not be truncated, a pinned prefix, a busy
+/// session), the pool copies that longer prefix into the taken session before handing it over, so a prefix shared by
+/// many conversations (a system prompt) is prefilled once per process. A source being copied is marked as read: it is
+/// not leased, and not disposed, until the copy ends. A busy source offers only what its holder cannot rewrite:
+/// positions below min(its lease's common prefix, its prompt - 1), or the tokens the holder committed with
+/// <c>appendOnly</c> (the decode loop does so after its prefill).
+/// </para>
+/// <para>
+/// <b>Parking</b> (<c>park</c> given). When a prompt takes over a session that holds another conversation past the
+/// shared prefix, the pool first keeps a parked copy of that conversation's tokens and KV (exactly that many
+/// positions). A parked session is only ever a fork source: when its conversation comes back, it is copied into the
+/// session that conversation takes, and dropped. Parked sessions are not counted in <c>maxSessions</c>; their bytes
+/// count against <c>maxBytes</c>, and the least recently used are dropped to make room (live sessions first).
+/// </para>
+/// <para>
+/// <b>Bytes.</b> A new session is created only if the committed sizes of the live sessions plus the size
 /// of the last created session (an estimate of the next one) fit in <c>maxBytes</c>; the first
 /// session is always allowed. Sizes are read at creation and at each commit. The bound gates
-/// creation only: it never evicts.
+/// creation only: it never evicts a live session.
 /// </para>
 /// <para>
 /// <b>Threading.</b> Every member is thread-safe. Decisions run under one lock that is never held
@@ -55,6 +71,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     private readonly Lock _lock = new();
     private readonly Func<TSession> _factory;
+    private readonly CopyPrefix? _copyPrefix;
+    private readonly Func<TSession, int, TSession>? _park;
     private readonly PrefixIndex<Slot> _index;
     private readonly List<Slot> _slots = [];
     private readonly List<PrefixCandidate<Slot>> _candidates = [];
@@ -70,6 +88,11 @@ internal sealed class SessionPool<TSession> : IDisposable
     private long _evictions;
     private long _discards;
     private long _cachedTokens;
+    private long _forks;
+    private long _forkedTokens;
+    private long _parks;
+    private int _parkedCount;
+    private long _parkedBytes;
 
     /// <summary>
     /// Creates an empty pool.
@@ -82,12 +105,22 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// The prefix-index block size: a session is found by prefix only if it shares at least this many
     /// tokens with the prompt.
     /// </param>
+    /// <param name="copyPrefix">
+    /// Copies a prefix into a session: <c>(target, source, tokens)</c> makes target hold source's first tokens (given).
+    /// <see langword="null"/> when sessions cannot copy KV; otherwise the pool forks (see the remarks).
+    /// </param>
+    /// <param name="park">
+    /// Copies a session's first tokens into a parked session that holds no live slot (<c>(session, length)</c>): a
+    /// conversation taken over keeps its KV there, and comes back by a fork. <see langword="null"/>: none is kept.
+    /// </param>
     public SessionPool(
         int maxSessions,
         long maxBytes,
         Func<TSession> factory,
         BusySessionPolicy busyPolicy = BusySessionPolicy.TakeOther,
-        int blockSize = DefaultBlockSize)
+        int blockSize = DefaultBlockSize,
+        CopyPrefix? copyPrefix = null,
+        Func<TSession, int, TSession>? park = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSessions, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1L);
@@ -101,6 +134,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         MaxBytes = maxBytes;
         BusyPolicy = busyPolicy;
         _factory = factory;
+        _copyPrefix = copyPrefix;
+        _park = copyPrefix is null ? null : park;
         _index = new PrefixIndex<Slot>(blockSize, seed: 0);
     }
 
@@ -144,7 +179,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     public async ValueTask<Lease> AcquireAsync(ReadOnlyMemory<int> prompt, int identityLength, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var waiter = TryLeaseOrEnqueue(prompt, identityLength, out var lease);
+        var waiter = TryLeaseOrEnqueue(prompt, identityLength, out var grant);
         if (waiter is not null)
         {
             var registration = cancellationToken.UnsafeRegister(
@@ -152,11 +187,36 @@ internal sealed class SessionPool<TSession> : IDisposable
                 waiter);
             await using (registration.ConfigureAwait(false))
             {
-                lease = await waiter.Completion.Task.ConfigureAwait(false);
+                grant = await waiter.Completion.Task.ConfigureAwait(false);
             }
         }
 
-        return lease ?? CreateReservedSession();
+        Lease lease;
+        try
+        {
+            lease = grant.Lease ?? CreateReservedSession();
+        }
+        catch
+        {
+            if (grant.ForkSource is not null)
+            {
+                EndRead(grant.ForkSource);
+            }
+
+            throw;
+        }
+
+        if (grant.ParkTokens is not null)
+        {
+            Park(lease, grant.ParkTokens, grant.ForkSource);
+        }
+
+        if (grant.ForkSource is not null)
+        {
+            Fork(lease, grant.ForkSource, grant.ForkLength, prompt.Span);
+        }
+
+        return lease;
     }
 
     /// <summary>
@@ -173,9 +233,13 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// this one) and takes free capacity rather than truncate this session; one that diverges inside the reply (a reply
     /// cut by a stop string or cancellation, or regenerated) reuses it.
     /// </param>
+    /// <param name="appendOnly">
+    /// Whether the holder only appends to <paramref name="tokens"/> for the rest of the lease (the decode loop after its
+    /// prefill): their KV then stays as it is, and a fork may copy them while the session is busy.
+    /// </param>
     /// <remarks>Also reads the session's <see cref="IPooledSession.ByteSize"/>.</remarks>
     /// <exception cref="InvalidOperationException">The lease has been released or discarded.</exception>
-    public void Commit(Lease lease, ReadOnlySpan<int> tokens, int? replyStart = null)
+    public void Commit(Lease lease, ReadOnlySpan<int> tokens, int? replyStart = null, bool appendOnly = false)
     {
         ArgumentNullException.ThrowIfNull(lease);
         lock (_lock)
@@ -190,6 +254,11 @@ internal sealed class SessionPool<TSession> : IDisposable
 
             _index.Set(slot, tokens);
             slot.TokenCount = tokens.Length;
+            if (appendOnly)
+            {
+                slot.StableLength = Math.Max(slot.StableLength, tokens.Length);
+            }
+
             slot.ReplyStart = Math.Min(replyStart ?? slot.ReplyStart, tokens.Length);
             _totalBytes += size - slot.ByteSize;
             slot.ByteSize = size;
@@ -237,7 +306,7 @@ internal sealed class SessionPool<TSession> : IDisposable
             }
 
             return new SessionPoolStatistics(
-                _slots.Count,
+                _slots.Count - _parkedCount,
                 _busyCount,
                 pinned,
                 _waiters.Count,
@@ -246,7 +315,12 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _misses,
                 _evictions,
                 _discards,
-                _cachedTokens);
+                _cachedTokens,
+                _forks,
+                _forkedTokens,
+                _parkedCount,
+                _parkedBytes,
+                _parks);
         }
     }
 
@@ -273,7 +347,10 @@ internal sealed class SessionPool<TSession> : IDisposable
                 if (!slot.IsBusy)
                 {
                     RemoveSlot(slot);
-                    idle.Add(slot.Session);
+                    if (DisposeOrDefer(slot) is { } session)
+                    {
+                        idle.Add(session);
+                    }
                 }
             }
 
@@ -310,7 +387,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
     }
 
-    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, int identityLength, out Lease? lease)
+    private Waiter? TryLeaseOrEnqueue(ReadOnlyMemory<int> prompt, int identityLength, out Grant lease)
     {
         lock (_lock)
         {
@@ -326,19 +403,72 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
     }
 
-    // Under the lock. Returns false when the request must wait; true with a lease, or true with null
-    // when a creation slot has been reserved for the caller (who calls the factory outside the lock).
-    private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Lease? lease)
+    // Under the lock. Returns false when the request must wait; true with a lease, or true with a null lease
+    // when a creation slot has been reserved for the caller (who calls the factory outside the lock). Either may
+    // come with a fork source: the caller copies that slot's prefix into its session (see Fork).
+    private bool TryDecide(ReadOnlySpan<int> prompt, int identityLength, out Grant grant)
+    {
+        var decided = TryDecideTarget(prompt, identityLength, out var lease, out var target, out var targetLength, out var source, out var sourceLength);
+        int[]? park = null;
+        if (decided && _park is not null && target is not null && targetLength < target.ReplyStart && target.TokenCount - targetLength >= _index.BlockSize)
+        {
+            // The target holds another conversation (or an earlier version of this one) past the shared prefix: keep a
+            // parked copy, so that conversation comes back by a fork instead of a prefill.
+            park = _index.GetTokens(target).ToArray();
+        }
+
+        if (decided && source is not null && sourceLength > targetLength && !ReferenceEquals(source, target))
+        {
+            // The holder replaces the target's content: nothing of it may be copied until the fork has committed.
+            target?.StableLength = 0;
+            source.Readers++;
+            grant = new Grant(lease, source, sourceLength, park);
+        }
+        else
+        {
+            grant = new Grant(lease, null, 0, park);
+        }
+
+        return decided;
+    }
+
+    // Under the lock: the session a prompt takes (or a creation) and the slot holding the longest prefix that may be
+    // copied: an idle slot's whole common prefix, a busy one's only below what its holder may rewrite.
+    private bool TryDecideTarget(
+        ReadOnlySpan<int> prompt,
+        int identityLength,
+        out Lease? lease,
+        out Slot? target,
+        out int targetLength,
+        out Slot? source,
+        out int sourceLength)
     {
         _index.FindCandidates(prompt, _candidates);
         Slot? bestIdle = null;
         var bestIdleLength = 0;
         var bestBusyLength = 0;
+        source = null;
+        sourceLength = 0;
         foreach (var candidate in _candidates)
         {
             var slot = candidate.Entry;
             var length = candidate.CommonPrefixLength;
-            if (slot.IsBusy)
+            if (_copyPrefix is not null)
+            {
+                var copyable = Math.Min(slot.IsBusy ? Math.Min(length, slot.StableLength) : length, prompt.Length);
+                if (copyable > sourceLength)
+                {
+                    source = slot;
+                    sourceLength = copyable;
+                }
+            }
+
+            if (slot.IsParked)
+            {
+                continue;
+            }
+
+            if (slot.IsBusy || slot.Readers > 0)
             {
                 bestBusyLength = Math.Max(bestBusyLength, length);
             }
@@ -350,6 +480,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         }
 
         _candidates.Clear();
+        target = null;
+        targetLength = 0;
         if (bestBusyLength > bestIdleLength && BusyPolicy == BusySessionPolicy.Wait)
         {
             lease = null;
@@ -366,7 +498,8 @@ internal sealed class SessionPool<TSession> : IDisposable
             && bestIdleLength < prompt.Length - 1;
         if (bestIdle is not null && !(truncates && HasFreeCapacity()))
         {
-            lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true);
+            (target, targetLength) = (bestIdle, bestIdleLength);
+            lease = LeaseSlot(bestIdle, bestIdleLength, isHit: true, prompt.Length);
             return true;
         }
 
@@ -375,7 +508,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         Slot? pinned = null;
         foreach (var slot in _slots)
         {
-            if (slot.IsBusy)
+            if (slot.IsBusy || slot.Readers > 0 || slot.IsParked)
             {
                 continue;
             }
@@ -396,7 +529,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         if (empty is not null)
         {
-            lease = LeaseSlot(empty, 0, isHit: false);
+            target = empty;
+            lease = LeaseSlot(empty, 0, isHit: false, prompt.Length);
             return true;
         }
 
@@ -410,7 +544,8 @@ internal sealed class SessionPool<TSession> : IDisposable
         var victim = unpinned ?? pinned;
         if (victim is not null)
         {
-            lease = LeaseSlot(victim, _index.GetCommonPrefixLength(victim, prompt), isHit: false);
+            (target, targetLength) = (victim, _index.GetCommonPrefixLength(victim, prompt));
+            lease = LeaseSlot(victim, targetLength, isHit: false, prompt.Length);
             return true;
         }
 
@@ -434,19 +569,82 @@ internal sealed class SessionPool<TSession> : IDisposable
     private static Slot LeastRecentlyUsed(Slot? current, Slot slot) =>
         current is null || slot.LastUsed < current.LastUsed ? slot : current;
 
+    // Parked sessions neither count as sessions nor block a creation: they are trimmed to make room (TrimParked).
     private bool CanCreate()
     {
-        var count = _slots.Count + _pendingCreations;
+        var count = _slots.Count - _parkedCount + _pendingCreations;
         if (count >= MaxSessions)
         {
             return false;
         }
 
-        return count == 0 || _totalBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
+        return count == 0 || _totalBytes - _parkedBytes + ((_pendingCreations + 1) * _lastCreatedBytes) <= MaxBytes;
     }
 
-    private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit)
+    /// <summary>
+    /// Keeps a parked copy of <paramref name="tokens"/> (what the lease's session held before this request takes it
+    /// over), within the memory bound: least recently used parked sessions go first; when it still does not fit it is
+    /// not kept.
+    /// </summary>
+    private void Park(Lease lease, int[] tokens, Slot? forkSource)
     {
+        var parked = _park!(lease.Session, tokens.Length);
+        var size = parked.ByteSize;
+        List<TSession> toDispose = [];
+        lock (_lock)
+        {
+            if (_disposed || _totalBytes + size > MaxBytes + _parkedBytes)
+            {
+                toDispose.Add(parked);
+            }
+            else
+            {
+                var slot = new Slot(parked, size) { IsParked = true, TokenCount = tokens.Length, ReplyStart = tokens.Length, LastUsed = ++_clock };
+                _slots.Add(slot);
+                _index.Set(slot, tokens);
+                _totalBytes += size;
+                _parkedBytes += size;
+                _parkedCount++;
+                _parks++;
+                TrimParked(toDispose, keep: forkSource);
+            }
+        }
+
+        foreach (var session in toDispose)
+        {
+            session.Dispose();
+        }
+    }
+
+    // Under the lock: removes least recently used parked sessions (not being read) until the bytes fit.
+    private void TrimParked(List<TSession> toDispose, Slot? keep = null)
+    {
+        while (_totalBytes > MaxBytes)
+        {
+            Slot? oldest = null;
+            foreach (var slot in _slots)
+            {
+                if (slot.IsParked && slot.Readers == 0 && !ReferenceEquals(slot, keep))
+                {
+                    oldest = LeastRecentlyUsed(oldest, slot);
+                }
+            }
+
+            if (oldest is null)
+            {
+                return;
+            }
+
+            RemoveSlot(oldest);
+            toDispose.Add(oldest.Session);
+        }
+    }
+
+    private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit, int promptLength)
+    {
+        // The holder keeps at most min(common prefix, prompt - 1) tokens (at least one token is computed for logits):
+        // positions below that are not rewritten while the lease lasts, so a fork may copy them.
+        slot.StableLength = Math.Min(commonPrefixLength, promptLength - 1);
         var evicted = !isHit && slot.TokenCount > 0;
         if (commonPrefixLength < slot.PinnedLength)
         {
@@ -474,6 +672,70 @@ internal sealed class SessionPool<TSession> : IDisposable
         return new Lease(this, slot, commonPrefixLength, isNew: false, evicted, isHit);
     }
 
+    /// <summary>
+    /// Copies <paramref name="source"/>'s first <paramref name="length"/> tokens into the lease's session (outside the
+    /// lock: the source is marked as read, so it is neither leased nor disposed meanwhile, and a busy source's holder
+    /// does not rewrite those positions). On failure the target session is discarded and the error propagates.
+    /// </summary>
+    private void Fork(Lease lease, Slot source, int length, ReadOnlySpan<int> prompt)
+    {
+        try
+        {
+            _copyPrefix!(lease.Session, source.Session, prompt[..length]);
+        }
+        catch
+        {
+            EndRead(source);
+            lease.Discard();
+            throw;
+        }
+
+        TSession? toDispose;
+        lock (_lock)
+        {
+            toDispose = EndReadLocked(source);
+            if (source.IsParked && length == source.TokenCount && _slots.Contains(source))
+            {
+                // The conversation is live again: its parked copy is not needed.
+                RemoveSlot(source);
+                toDispose = DisposeOrDefer(source);
+            }
+
+            var slot = lease.Slot;
+            _index.Set(slot, prompt[..length]);
+            slot.TokenCount = length;
+            slot.ReplyStart = 0;
+            slot.PinnedLength = 0;
+            slot.StableLength = Math.Min(length, prompt.Length - 1);
+            _cachedTokens += length - lease.CommonPrefixLength;
+            lease.CommonPrefixLength = length;
+            lease.ForkedTokens = length;
+            _forks++;
+            _forkedTokens += length;
+        }
+
+        toDispose?.Dispose();
+    }
+
+    private void EndRead(Slot source)
+    {
+        TSession? toDispose;
+        lock (_lock)
+        {
+            toDispose = EndReadLocked(source);
+        }
+
+        toDispose?.Dispose();
+    }
+
+    // Under the lock: one reader fewer; returns the session to dispose when it was discarded while read.
+    private TSession? EndReadLocked(Slot source)
+    {
+        source.Readers--;
+        ServeWaiters();
+        return source.Readers == 0 && source.DisposeAfterRead ? source.Session : null;
+    }
+
     private Lease CreateReservedSession()
     {
         TSession? session = null;
@@ -496,6 +758,8 @@ internal sealed class SessionPool<TSession> : IDisposable
             throw;
         }
 
+        List<TSession> trimmed = [];
+        Lease? created = null;
         lock (_lock)
         {
             _pendingCreations--;
@@ -508,8 +772,20 @@ internal sealed class SessionPool<TSession> : IDisposable
                 _totalBytes += size;
                 _lastCreatedBytes = size;
                 _misses++;
-                return new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
+                slot.StableLength = 0;
+                TrimParked(trimmed);
+                created = new Lease(this, slot, 0, isNew: true, evicted: false, isHit: false);
             }
+        }
+
+        foreach (var parked in trimmed)
+        {
+            parked.Dispose();
+        }
+
+        if (created is not null)
+        {
+            return created;
         }
 
         session.Dispose();
@@ -544,7 +820,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 lease.State = LeaseState.Discarded;
                 RemoveSlot(slot);
                 _discards++;
-                toDispose = slot.Session;
+                toDispose = DisposeOrDefer(slot);
             }
             else
             {
@@ -561,7 +837,7 @@ internal sealed class SessionPool<TSession> : IDisposable
                 if (_disposed)
                 {
                     RemoveSlot(slot);
-                    toDispose = slot.Session;
+                    toDispose = DisposeOrDefer(slot);
                 }
             }
 
@@ -575,15 +851,15 @@ internal sealed class SessionPool<TSession> : IDisposable
     private void ServeWaiters()
     {
         var node = _waiters.First;
-        while (node is not null && (_busyCount < _slots.Count || CanCreate()))
+        while (node is not null && (_busyCount < _slots.Count - _parkedCount || CanCreate()))
         {
             var next = node.Next;
             var waiter = node.Value;
-            if (TryDecide(waiter.Prompt.Span, waiter.IdentityLength, out var lease))
+            if (TryDecide(waiter.Prompt.Span, waiter.IdentityLength, out var grant))
             {
                 _waiters.Remove(node);
                 waiter.Node = null;
-                waiter.Completion.TrySetResult(lease);
+                waiter.Completion.TrySetResult(grant);
             }
 
             node = next;
@@ -606,8 +882,27 @@ internal sealed class SessionPool<TSession> : IDisposable
         waiter.Completion.TrySetCanceled(cancellationToken);
     }
 
+    // Under the lock, for a removed slot: its session to dispose now, or null when a fork is reading it (the last
+    // reader disposes it).
+    private static TSession? DisposeOrDefer(Slot slot)
+    {
+        if (slot.Readers > 0)
+        {
+            slot.DisposeAfterRead = true;
+            return null;
+        }
+
+        return slot.Session;
+    }
+
     private void RemoveSlot(Slot slot)
     {
+        if (slot.IsParked)
+        {
+            _parkedCount--;
+            _parkedBytes -= slot.ByteSize;
+        }
+
         _slots.Remove(slot);
         _index.Remove(slot);
         _totalBytes -= slot.ByteSize;
@@ -666,7 +961,10 @@ internal sealed class SessionPool<TSession> : IDisposable
         /// Gets the exact number of leading prompt tokens that the session's committed tokens hold. The
         /// holder must rewind the session to at most this many tokens before extending it.
         /// </summary>
-        public int CommonPrefixLength { get; }
+        public int CommonPrefixLength { get; internal set; }
+
+        /// <summary>Gets the tokens copied into the session from another session's prefix for this lease (0: no fork).</summary>
+        public int ForkedTokens { get; internal set; }
 
         /// <summary>Gets whether the session was created for this lease.</summary>
         public bool IsNew { get; }
@@ -722,7 +1020,25 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         /// <summary>The length of the pinned prefix; 0 when not pinned.</summary>
         public int PinnedLength { get; set; }
+
+        /// <summary>While busy: the positions its holder does not rewrite (a fork may copy them).</summary>
+        public int StableLength { get; set; }
+
+        /// <summary>The forks copying from this slot now: it is not leased, and not disposed, until they end.</summary>
+        public int Readers { get; set; }
+
+        /// <summary>Whether the slot was removed while read: the last reader disposes its session.</summary>
+        public bool DisposeAfterRead { get; set; }
+
+        /// <summary>Whether the session is parked: a copy of a taken-over conversation's KV, only ever a fork source.</summary>
+        public bool IsParked { get; init; }
     }
+
+    /// <summary>Makes <paramref name="target"/> hold <paramref name="source"/>'s first <paramref name="tokens"/> (copied).</summary>
+    internal delegate void CopyPrefix(TSession target, TSession source, ReadOnlySpan<int> tokens);
+
+    /// <summary>A decision for one request: a lease (null: create a session), and maybe a prefix to copy into it.</summary>
+    internal readonly record struct Grant(Lease? Lease, Slot? ForkSource, int ForkLength, int[]? ParkTokens = null);
 
     /// <summary>A request waiting for a session.</summary>
     private sealed class Waiter(SessionPool<TSession> pool, ReadOnlyMemory<int> prompt, int identityLength)
@@ -731,8 +1047,8 @@ internal sealed class SessionPool<TSession> : IDisposable
 
         public int IdentityLength { get; } = identityLength;
 
-        /// <summary>Completes with a lease, or with null for a reserved creation slot.</summary>
-        public TaskCompletionSource<Lease?> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Completes with a lease, or with a null lease for a reserved creation slot.</summary>
+        public TaskCompletionSource<Grant> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         /// <summary>The waiter's place in the queue; null once it has left it.</summary>
         public LinkedListNode<Waiter>? Node { get; set; }

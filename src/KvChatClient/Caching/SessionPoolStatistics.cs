@@ -12,7 +12,12 @@ namespace KvChat;
 /// <param name="Misses">Leases of a new, empty or evicted session.</param>
 /// <param name="Evictions">Leases that took over a session holding another conversation's tokens.</param>
 /// <param name="Discards">Sessions discarded after a failure.</param>
-/// <param name="CachedTokens">The sum of the leases' common prefix lengths: the tokens promised from cache.</param>
+/// <param name="CachedTokens">The sum of the leases' common prefix lengths: the tokens promised from cache (forked ones included).</param>
+/// <param name="Forks">Leases whose session started from a copy of another session's prefix.</param>
+/// <param name="ForkedTokens">The tokens those copies held.</param>
+/// <param name="ParkedSessions">Parked copies of taken-over conversations held now (not counted in <paramref name="Sessions"/>).</param>
+/// <param name="ParkedBytes">Their bytes (counted in <paramref name="TotalBytes"/>).</param>
+/// <param name="Parks">Conversations parked since the pool was created.</param>
 internal readonly record struct SessionPoolStatistics(
     int Sessions,
     int BusySessions,
@@ -23,4 +28,9 @@ internal readonly record struct SessionPoolStatistics(
     long Misses,
     long Evictions,
     long Discards,
-    long CachedTokens);
+    long CachedTokens,
+    long Forks,
+    long ForkedTokens,
+    int ParkedSessions,
+    long ParkedBytes,
+    long Parks);

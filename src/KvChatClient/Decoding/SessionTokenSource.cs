@@ -4,19 +4,19 @@ using System.Runtime.InteropServices;
 namespace KvChat;
 
 /// <summary>
-/// A reply decoded on a leased, cached <see cref="KvSession"/>: the session prefills only what its cache lacks, and our
+/// A reply decoded on a leased, cached session (<see cref="IKvSession"/>, either backend): the session prefills only what its cache lacks, and our
 /// <see cref="LogitSampler"/> picks each token from the session's logits. The loop appends every chosen token through
 /// the session, so no token is ever pending in the KV cache.
 /// </summary>
 internal sealed class SessionTokenSource : TokenSource
 {
-    private readonly SessionPool<KvSession>.Lease _lease;
-    private readonly KvSession _session;
+    private readonly SessionPool<IKvSession>.Lease _lease;
+    private readonly IKvSession _session;
     private readonly LogitSampler _sampler;
     private readonly int _vocab;
     private readonly int _contextTokens;
     private readonly int _keep;
-    private readonly Action<KvSession, int>? _stepHook;
+    private readonly Action<IKvSession, int>? _stepHook;
     private readonly bool _keepPromptLogits;
     private float[]? _logits;
     private float[]? _promptLogits;
@@ -32,12 +32,12 @@ internal sealed class SessionTokenSource : TokenSource
     /// <param name="stepHook">Test hook called before each step with the session and the tokens generated so far.</param>
     /// <param name="keepPromptLogits">Whether to keep the prompt's logits for the test trace.</param>
     public SessionTokenSource(
-        SessionPool<KvSession>.Lease lease,
+        SessionPool<IKvSession>.Lease lease,
         int[] prompt,
         SamplingSettings sampling,
         int vocab,
         int contextTokens,
-        Action<KvSession, int>? stepHook,
+        Action<IKvSession, int>? stepHook,
         bool keepPromptLogits)
         : base(prompt)
     {
@@ -82,6 +82,11 @@ internal sealed class SessionTokenSource : TokenSource
     {
         _session.Prefill(Prompt, _keep);
         _prefilled = true;
+        if (_session.CanFork)
+        {
+            // The loop only appends from here: other requests may copy the prompt's KV while this reply decodes.
+            _lease.Pool.Commit(_lease, Prompt, Prompt.Length, appendOnly: true);
+        }
     }
 
     /// <inheritdoc/>
@@ -108,7 +113,11 @@ internal sealed class SessionTokenSource : TokenSource
     public override void Append(int token) => _session.Append(token);
 
     /// <inheritdoc/>
-    public override void Commit() => _lease.Pool.Commit(_lease, CollectionsMarshal.AsSpan((List<int>)_session.Tokens), Prompt.Length);
+    public override void Commit() => _lease.Pool.Commit(_lease, HeldTokens(), Prompt.Length);
+
+    /// <summary>The tokens the session holds, without a copy when it keeps them in a list (both backends do).</summary>
+    private ReadOnlySpan<int> HeldTokens()
+        => _session.Tokens is List<int> list ? CollectionsMarshal.AsSpan(list) : _session.Tokens.ToArray();
 
     /// <inheritdoc/>
     public override void Release()
@@ -126,7 +135,7 @@ internal sealed class SessionTokenSource : TokenSource
         }
 
         // Before the prefill the session still holds its previous committed tokens (the prefix and maybe more).
-        _lease.Pool.Commit(_lease, CollectionsMarshal.AsSpan((List<int>)_session.Tokens), _prefilled ? Prompt.Length : null);
+        _lease.Pool.Commit(_lease, HeldTokens(), _prefilled ? Prompt.Length : null);
         Release();
     }
 

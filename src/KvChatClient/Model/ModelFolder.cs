@@ -41,6 +41,9 @@ internal sealed class ModelFolder
 
     public string? ChatTemplate { get; private set; }
 
+    /// <summary>The names and file of the decoder, from <c>model.decoder</c> (what an owned-KV session binds).</summary>
+    public DecoderNames Decoder { get; private set; } = new();
+
     /// <summary>KV bytes per token of context: layers x (K and V) x KV heads x head size x 4 bytes (fp32).</summary>
     public long KvBytesPerToken => (long)Layers * 2 * KvHeads * HeadSize * sizeof(float);
 
@@ -108,6 +111,7 @@ internal sealed class ModelFolder
         KvHeads = decoder.TryGetProperty("num_key_value_heads", out _)
             ? Int(decoder, "num_key_value_heads", file, "model.decoder.num_key_value_heads")
             : Int(decoder, "num_attention_heads", file, "model.decoder.num_attention_heads");
+        Decoder = DecoderNames.Read(decoder);
         EosTokenIds = model.TryGetProperty("eos_token_id", out var eos)
             ? eos.ValueKind switch
             {

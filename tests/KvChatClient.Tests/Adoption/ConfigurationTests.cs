@@ -29,6 +29,7 @@ public sealed class ConfigurationTests
             ("MaxCacheBytes", "1000000000"),
             ("BlockSize", "8"),
             ("BusySessionBehavior", "wait"),
+            ("SessionBackend", "generator"),
             ("EnableConversationIds", "true"),
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
@@ -45,6 +46,7 @@ public sealed class ConfigurationTests
         Assert.Equal(1_000_000_000, options.MaxCacheBytes);
         Assert.Equal(8, options.BlockSize);
         Assert.Equal(BusySessionBehavior.Wait, options.BusySessionBehavior);
+        Assert.Equal(KvSessionBackend.Generator, options.SessionBackend);
         Assert.True(options.EnableConversationIds);
         Assert.Equal(7, options.MaxConversations);
         Assert.Equal(0, options.ReplyMemoCapacity);
@@ -88,6 +90,7 @@ public sealed class ConfigurationTests
         { "EnableConversationIds", "yes", "KvChat:EnableConversationIds = 'yes' is not true or false." },
         { "BusySessionBehavior", "Sometimes", "KvChat:BusySessionBehavior = 'Sometimes' is not one of TakeOther, Wait." },
         { "BusySessionBehavior", "7", "KvChat:BusySessionBehavior = '7' is not one of TakeOther, Wait." },
+        { "SessionBackend", "GenAI", "KvChat:SessionBackend = 'GenAI' is not one of Auto, Generator, Owned." },
         { "MaxSesions", "2", "KvChat:MaxSesions is not a KvChatClientOptions setting; the settings are " },
         { "LoggerFactory", "console", "KvChat:LoggerFactory is not a KvChatClientOptions setting" },
     };

@@ -10,15 +10,17 @@ public sealed class FaultTests
 {
     private static readonly string TinyPath = TestModels.PathOf(ModelKitOptions.Tiny);
 
-    [Fact]
-    public async Task GenAiErrorMidReply_DiscardsTheSession_ClientKeepsServingExactly()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task RuntimeErrorMidReply_DiscardsTheSession_ClientKeepsServingExactly(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(TinyPath, new KvChatClientOptions { MaxSessions = 1 });
+        using var harness = new OracleHarness(TinyPath, new KvChatClientOptions { MaxSessions = 1, SessionBackend = backend });
         List<ChatMessage> history = [new(ChatRole.System, "A system prompt that the failing session holds."), new(ChatRole.User, "First")];
         history.AddRange((await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 5 }, TestContext.Current.CancellationToken)).Messages);
         history.Add(new ChatMessage(ChatRole.User, "Second, which fails in the middle"));
 
-        // A real native failure: an out-of-vocabulary token makes the model's Gather fail inside GenAI.
+        // An out-of-vocabulary token: a real native failure of the model's Gather inside GenAI. The owned backend checks
+        // ids before a (possibly batched) Run, so one bad id cannot fail other sessions' steps.
         harness.Client.DecodeStepHook = (session, generated) =>
         {
             if (generated == 2)
@@ -26,9 +28,18 @@ public sealed class FaultTests
                 session.Append(1 << 30);
             }
         };
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.Client.GetResponseAsync(history, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken));
-        Assert.IsType<OnnxRuntimeGenAIException>(error.InnerException);
-        Assert.Contains("discarded", error.Message, StringComparison.Ordinal);
+        if (backend == KvSessionBackend.Generator)
+        {
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.Client.GetResponseAsync(history, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken));
+            Assert.IsType<OnnxRuntimeGenAIException>(error.InnerException);
+            Assert.Contains("discarded", error.Message, StringComparison.Ordinal);
+        }
+        else
+        {
+            var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => harness.Client.GetResponseAsync(history, new ChatOptions { MaxOutputTokens = 8 }, TestContext.Current.CancellationToken));
+            Assert.Contains("vocabulary", error.Message, StringComparison.Ordinal);
+        }
+
         harness.Client.DecodeStepHook = null;
 
         var stats = harness.Client.GetService<KvCacheStatistics>()!;
@@ -43,10 +54,11 @@ public sealed class FaultTests
         Assert.True(third.Usage!.CachedInputTokenCount > 0);
     }
 
-    [Fact]
-    public async Task ManagedErrorMidReply_DiscardsTheSessionAndPropagates()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task ManagedErrorMidReply_DiscardsTheSessionAndPropagates(KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TinyPath);
+        using var client = new KvChatClient(TinyPath, new KvChatClientOptions { SessionBackend = backend });
         client.DecodeStepHook = (_, generated) =>
         {
             if (generated == 1)
@@ -61,11 +73,12 @@ public sealed class FaultTests
         Assert.Equal(ChatRole.Assistant, ok.Messages[0].Role);
     }
 
-    [Fact]
-    public async Task CancellationAtRandomPoints_NeverLeaksASession_FollowingTurnsMatchTheOracle()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task CancellationAtRandomPoints_NeverLeaksASession_FollowingTurnsMatchTheOracle(KvSessionBackend backend)
     {
         var random = new Random(77);
-        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny with { Script = new string('w', 60) }), new KvChatClientOptions { MaxSessions = 2 });
+        using var harness = new OracleHarness(TestModels.PathOf(ModelKitOptions.Tiny with { Script = new string('w', 60) }), new KvChatClientOptions { MaxSessions = 2, SessionBackend = backend });
         List<ChatMessage> history = [new(ChatRole.System, "Cancellation test system prompt.")];
         for (var i = 0; i < 30; i++)
         {

@@ -11,14 +11,23 @@ public sealed class FuzzTests
 {
     private static readonly ChatRole[] Roles = [ChatRole.System, ChatRole.User, ChatRole.Assistant, ChatRole.Tool, new("narrator"), new("developer")];
 
-    public static TheoryData<int> Seeds() => [1, 2, 3, 4];
+    public static TheoryData<int, KvSessionBackend> Seeds()
+    {
+        var data = new TheoryData<int, KvSessionBackend>();
+        foreach (var seed in new[] { 1, 2, 3, 4 })
+        {
+            data.Add(seed, seed % 2 == 0 ? KvSessionBackend.Owned : KvSessionBackend.Generator);
+        }
+
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public async Task RandomConversations_AnswerOrThrowADocumentedException(int seed)
+    public async Task RandomConversations_AnswerOrThrowADocumentedException(int seed, KvSessionBackend backend)
     {
         var random = new Random(seed);
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 3, ContextTokens = 512 });
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny), new KvChatClientOptions { MaxSessions = 3, ContextTokens = 512, SessionBackend = backend });
         var outcomes = new Dictionary<string, int>();
         for (var i = 0; i < 500; i++)
         {

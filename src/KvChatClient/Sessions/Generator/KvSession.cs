@@ -9,7 +9,7 @@ namespace KvChat;
 /// reply cut by a token limit, a stop sequence or cancellation leaves the session exact.
 /// </summary>
 /// <remarks>Used by one request at a time (the pool's lease); GenAI objects are not thread-safe.</remarks>
-internal sealed class KvSession : IPooledSession
+internal sealed class KvSession : IKvSession
 {
     private readonly Model _model;
     private readonly int _contextTokens;
@@ -43,6 +43,9 @@ internal sealed class KvSession : IPooledSession
     private bool NativeLogits => UseNativeLogits && GeneratorLastLogits.IsAvailable;
 
     public int ContextTokens => _contextTokens;
+
+    /// <summary>Gets <see langword="false"/>: GenAI cannot copy KV between generators, nor write KV into one.</summary>
+    public bool CanFork => false;
 
     /// <inheritdoc/>
     public long ByteSize => _bytesPerToken * (_sharedBuffer ? _contextTokens : Math.Max(_tokens.Count, 1));
@@ -158,6 +161,14 @@ internal sealed class KvSession : IPooledSession
         data[^destination.Length..].CopyTo(destination);
     }
 
+    public void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens) => throw NotOwned();
+
+    public void Save(Stream destination, int length) => throw NotOwned();
+
+    public IKvSession Park(int length) => throw NotOwned();
+
+    public int Load(Stream source) => throw NotOwned();
+
     public void Dispose()
     {
         if (_disposed)
@@ -170,6 +181,9 @@ internal sealed class KvSession : IPooledSession
         _generator = null;
         _tokens.Clear();
     }
+
+    private static NotSupportedException NotOwned()
+        => new("A GenAI generator's KV cache can be read but not written: only the owned-KV backend copies, saves and loads KV.");
 
     private Generator CreateGenerator()
     {
