@@ -215,7 +215,7 @@ public sealed partial class KvChatClient
             source.Release();
 
             // From here on the session is back in the pool: a failure below is reported, never a reason to discard.
-            if (request.JsonSchema is not null)
+            if ((request.StructuredReply || request.JsonSchema is not null) && pipeline.CallCount == 0)
             {
                 EnsureStructured(finish, generated.Count, pipeline, text);
             }
@@ -246,7 +246,7 @@ public sealed partial class KvChatClient
         }
     }
 
-    /// <summary>Masks what <paramref name="constraint"/> forbids, and end of sequence until the value is complete.</summary>
+    /// <summary>Masks what <paramref name="constraint"/> forbids, and end of sequence until the value may end.</summary>
     private void Constrain(ITokenConstraint constraint, Span<float> logits)
     {
         if (logits.IsEmpty)
@@ -255,7 +255,7 @@ public sealed partial class KvChatClient
         }
 
         constraint.Mask(logits);
-        if (!constraint.IsComplete)
+        if (!constraint.CanEnd)
         {
             foreach (var id in _eos)
             {

@@ -33,7 +33,8 @@ public sealed partial class KvChatClient
         int ConversationVersion,
         ReasoningStart ReasoningStart,
         bool ShowReasoning,
-        Func<ITokenConstraint>? Constraint = null);
+        Func<ITokenConstraint>? Constraint = null,
+        bool StructuredReply = false);
 
     private Request PrepareRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
@@ -82,12 +83,29 @@ public sealed partial class KvChatClient
         var prompt = _renderer.Render(full, options, addGenerationPrompt: true, reasoningOff: ReasoningOff(options, knobs.EnableThinking));
         EnsureFits(prompt.Tokens.Length, nameof(messages));
         var (toolNames, forced) = ToolsFrom(options);
-        var schema = GuidanceSchema(options, toolNames is not null);
+        var plan = ForceGuidanceFallback && options?.ResponseFormat is ChatResponseFormatJson && toolNames is null
+            ? new ReplyGrammarPlan(null, "forced for a benchmark")
+            : ReplyGrammar.Plan(options, _toolFormat, toolNames is not null, ConstraintVocabularyError, _options.ConstrainToolArguments);
+        string? schema = null;
+        Func<ITokenConstraint>? constraint = null;
+        if (plan.Grammar is { } grammar)
+        {
+            var vocabulary = _constraintVocabulary.Value.Vocabulary!;
+            constraint = () => new GrammarConstraint(grammar, vocabulary);
+        }
+        else if (options?.ResponseFormat is ChatResponseFormatJson)
+        {
+            Log.StructuredFallback(_logger, plan.FallbackReason ?? "no grammar");
+            schema = GuidanceSchema(options);
+        }
+
         return new Request(
             prompt.Tokens, prompt.IdentityLength, toolNames, forced, schema, options?.AllowMultipleToolCalls != false,
             list, options, sampling, maxOutput, stops, conversation, version,
             forced.Length > 0 ? ReasoningStart.Answer : prompt.ReasoningStart, // A forced tool-call opening starts the answer.
-            options?.Reasoning?.Output != ReasoningOutput.None);
+            options?.Reasoning?.Output != ReasoningOutput.None,
+            constraint,
+            StructuredReply: options?.ResponseFormat is ChatResponseFormatJson && !(toolNames is not null && options.ToolMode is RequiredChatToolMode));
     }
 
     /// <summary>
@@ -108,30 +126,41 @@ public sealed partial class KvChatClient
 
         return off && _renderer.Reasoning is not null;
     }
+    }
+
+    /// <summary>Benchmark switch: JSON replies without tools take the GenAI-guidance fallback, to compare the two paths.</summary>
+    internal bool ForceGuidanceFallback { get; set; }
+
+    /// <summary>Why the tokenizer's vocabulary cannot be read for token masks, or null when it can (read once, on first use).</summary>
+    internal string? ConstraintVocabularyError => _constraintVocabulary.Value.Error;
+
+    private (ConstraintVocabulary? Vocabulary, string? Error) ReadConstraintVocabulary()
+    {
+        try
+        {
+            var bytes = TokenBytes.Read(System.IO.Path.Combine(_folder.Path, "tokenizer.json"), _folder.VocabSize);
+            return (new ConstraintVocabulary(bytes, _folder.EosTokenIds), null);
+        }
+        catch (Exception e) when (e is InvalidDataException or JsonException or IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
+        {
+            return (null, $"the tokenizer's vocabulary cannot be read for token masks ({e.Message})");
+        }
+    }
 
     /// <summary>
-    /// The JSON schema a structured reply is constrained to (GenAI guidance), or <see langword="null"/> for free text.
-    /// Whitespace is made strict, so replies are compact and short.
+    /// The JSON schema for the fallback path, GenAI guidance on a temporary generator (a schema outside the subset the
+    /// client's own constraint supports, or a vocabulary it cannot read). Whitespace is made strict, so replies are compact.
     /// </summary>
-    private static string? GuidanceSchema(ChatOptions? options, bool toolsOffered)
+    private static string GuidanceSchema(ChatOptions options)
     {
-        if (options?.ResponseFormat is not ChatResponseFormatJson json)
-        {
-            return null;
-        }
-
-        if (toolsOffered)
-        {
-            throw new NotSupportedException("ChatOptions.ResponseFormat JSON together with tools is not supported: offer tools or ask for JSON, not both.");
-        }
-
+        var json = (ChatResponseFormatJson)options.ResponseFormat!;
         if (options.FrequencyPenalty is not null and not 0 || options.PresencePenalty is not null and not 0)
         {
             var (name, value) = options.FrequencyPenalty is not null and not 0
                 ? ("FrequencyPenalty", options.FrequencyPenalty)
                 : ("PresencePenalty", options.PresencePenalty);
             throw new NotSupportedException(
-                $"ChatOptions.{name} is {OptionErrors.Format(value)}, but penalties are not supported with ChatOptions.ResponseFormat JSON (constrained decoding runs in GenAI's own sampler).");
+                $"ChatOptions.{name} is {OptionErrors.Format(value)}, but penalties are not supported with this ChatOptions.ResponseFormat JSON schema: it is outside the subset the client constrains itself, and GenAI's guided sampler has no such penalties.");
         }
 
         JsonObject schema;

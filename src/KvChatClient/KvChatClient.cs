@@ -52,6 +52,7 @@ public sealed partial class KvChatClient : IChatClient
     private readonly CancellationTokenSource _disposeCts = new();
     private readonly ManualResetEventSlim _idle = new(true);
     private readonly Lock _callLock = new();
+    private readonly Lazy<(ConstraintVocabulary? Vocabulary, string? Error)> _constraintVocabulary;
     private int _inFlight;
     private int _disposed;
     private long _requests;
@@ -137,6 +138,7 @@ public sealed partial class KvChatClient : IChatClient
         }
 
         _eos = [.. folder.EosTokenIds];
+        _constraintVocabulary = new(ReadConstraintVocabulary, LazyThreadSafetyMode.ExecutionAndPublication);
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;

@@ -175,6 +175,15 @@ public sealed class KvChatClientOptions
     /// <value>The default value is <see langword="false"/>.</value>
     public bool RejectUnknownAdditionalProperties { get; set; }
 
+    /// <summary>
+    /// Gets or sets whether tool calls in <c>ToolMode.Auto</c> are constrained too: the text stays free, and a call
+    /// the model opens gets an offered tool's name and arguments that follow its parameter schema. Required calls
+    /// (<c>RequireAny</c>, <c>RequireSpecific</c>) and calls in a reply that may also be JSON are always constrained.
+    /// Formats whose calls have no marker in the text (Llama 3's bare JSON) keep free calls.
+    /// </summary>
+    /// <value>The default value is <see langword="false"/>: calls in <c>Auto</c> mode are parsed as the model wrote them.</value>
+    public bool ConstrainToolArguments { get; set; }
+
     /// <summary>Gets or sets the logger factory for the client's logs; <see langword="null"/> logs nothing.</summary>
     /// <value>The default value is <see langword="null"/>.</value>
     public ILoggerFactory? LoggerFactory { get; set; }

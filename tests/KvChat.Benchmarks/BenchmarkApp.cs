@@ -148,7 +148,7 @@ internal static class BenchmarkApp
         return (report, markdown, failures);
     }
 
-    private static string GenerateModel(BenchSettings settings, ModelKitOptions preset, string label)
+    internal static string GenerateModel(BenchSettings settings, ModelKitOptions preset, string label)
     {
         // Replies of a fixed length: the benchmark model never says end-of-sequence. The GGUF runs the same network in llama.cpp.
         var options = preset with { EndOfTurnBias = -100, WriteGguf = true };

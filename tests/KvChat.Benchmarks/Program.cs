@@ -1,3 +1,5 @@
 using KvChat.Benchmarks;
 
-return await BenchmarkApp.RunAsync(args).ConfigureAwait(false);
+return args.Contains("--structured")
+    ? await StructuredTurn.RunAsync(args).ConfigureAwait(false)
+    : await BenchmarkApp.RunAsync(args).ConfigureAwait(false);

@@ -9,6 +9,9 @@ internal interface ITokenConstraint
     /// <summary>Advances past <paramref name="token"/>, which <see cref="Mask"/> allowed.</summary>
     void Accept(int token);
 
-    /// <summary>Gets whether the constrained value is complete: the reply ends here.</summary>
+    /// <summary>Gets whether the constrained value may end here: end of sequence is allowed (a number may still go on).</summary>
+    bool CanEnd { get; }
+
+    /// <summary>Gets whether the constrained value is complete and nothing may follow: the reply ends here.</summary>
     bool IsComplete { get; }
 }

@@ -35,6 +35,7 @@ public sealed class ConfigurationTests
             ("ReplyMemoCapacity", "0"),
             ("ModelId", "configured-model"),
             ("RejectUnknownAdditionalProperties", "True"),
+            ("ConstrainToolArguments", "true"),
             ("IntraOpThreads", "1")));
         await using var provider = services.BuildServiceProvider();
 
@@ -51,6 +52,7 @@ public sealed class ConfigurationTests
         Assert.Equal(0, options.ReplyMemoCapacity);
         Assert.Equal("configured-model", options.ModelId);
         Assert.True(options.RejectUnknownAdditionalProperties);
+        Assert.True(options.ConstrainToolArguments);
         Assert.Equal(1, options.IntraOpThreads);
 
         var client = provider.GetRequiredService<IChatClient>();
