@@ -126,7 +126,6 @@ public sealed partial class KvChatClient
 
         return off && _renderer.Reasoning is not null;
     }
-    }
 
     /// <summary>Benchmark switch: JSON replies without tools take the GenAI-guidance fallback, to compare the two paths.</summary>
     internal bool ForceGuidanceFallback { get; set; }
