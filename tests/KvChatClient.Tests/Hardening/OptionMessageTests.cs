@@ -37,8 +37,6 @@ public sealed partial class OptionMessageTests
         { "tool-mode-without-tools", "ChatOptions.ToolMode", "RequireAny" },
         { "tool-mode-unknown-tool", "ChatOptions.ToolMode", "'nope'" },
         { "conversation-id-off", "ChatOptions.ConversationId", "'conv-1'" },
-        { "json-with-penalty", "ChatOptions.FrequencyPenalty", "0.5" },
-        { "json-with-tools", "ChatOptions.ResponseFormat", "JSON" },
     };
 
     public static TheoryData<string, string, string> ClientOptionCases => new()
@@ -122,8 +120,6 @@ public sealed partial class OptionMessageTests
             "tool-mode-without-tools" => new() { ToolMode = ChatToolMode.RequireAny },
             "tool-mode-unknown-tool" => new() { Tools = [tool], ToolMode = ChatToolMode.RequireSpecific("nope") },
             "conversation-id-off" => new() { ConversationId = "conv-1" },
-            "json-with-penalty" => new() { ResponseFormat = ChatResponseFormat.Json, FrequencyPenalty = 0.5f },
-            "json-with-tools" => new() { ResponseFormat = ChatResponseFormat.Json, Tools = [tool] },
             _ => throw new ArgumentOutOfRangeException(nameof(scenario), scenario, "Unknown scenario."),
         };
     }
