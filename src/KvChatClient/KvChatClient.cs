@@ -379,9 +379,13 @@ public sealed partial class KvChatClient : IChatClient
 
             Log.OwnedBackendDeclined(_logger, folder.Path, reason!);
         }
-        else if (owned.BatchingNote is { } note)
+        else
         {
-            Log.BatchingOff(_logger, note);
+            Log.OwnedLogits(_logger, owned.LogitsNote);
+            if (owned.BatchingNote is { } note)
+            {
+                Log.BatchingOff(_logger, note);
+            }
         }
 
         return owned;
