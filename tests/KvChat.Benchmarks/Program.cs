@@ -1,5 +1,5 @@
 using KvChat.Benchmarks;
 
-return args.Contains("--structured")
-    ? await StructuredTurn.RunAsync(args).ConfigureAwait(false)
+return args.Contains("--structured") ? await StructuredTurn.RunAsync(args).ConfigureAwait(false)
+    : args.Contains("--restart") ? await Restart.RunAsync(args).ConfigureAwait(false)
     : await BenchmarkApp.RunAsync(args).ConfigureAwait(false);
