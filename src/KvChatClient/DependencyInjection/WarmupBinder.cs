@@ -96,13 +96,7 @@ internal static class WarmupBinder
                 }
             }
 
-            var known = role?.Trim().ToLowerInvariant() switch
-            {
-                "system" => ChatRole.System,
-                "user" => ChatRole.User,
-                "assistant" => ChatRole.Assistant,
-                _ => (ChatRole?)null,
-            };
+            var known = Role(role);
             if (known is null)
             {
                 errors.Add($"{entry.Path}:Role is {OptionErrors.Format(role)}; it must be system, user or assistant.");
@@ -136,6 +130,19 @@ internal static class WarmupBinder
         }
 
         return text;
+    }
+
+    private static ChatRole? Role(string? name)
+    {
+        foreach (var role in new[] { ChatRole.System, ChatRole.User, ChatRole.Assistant })
+        {
+            if (string.Equals(name?.Trim(), role.Value, StringComparison.OrdinalIgnoreCase))
+            {
+                return role;
+            }
+        }
+
+        return null;
     }
 
     private static bool IsIndex(string key) => int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out _);

@@ -47,7 +47,7 @@ internal static class ModelFingerprint
         Append(hash, chatTemplate ?? string.Empty);
         var decoder = folder.Decoder.FileName;
         var files = Directory.EnumerateFiles(folder.Path)
-            .Select(Path.GetFileName)
+            .Select(path => Path.GetFileName(path))
             .OfType<string>()
             .Where(name => name.StartsWith(decoder, StringComparison.Ordinal)
                 || name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)

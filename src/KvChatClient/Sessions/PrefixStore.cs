@@ -128,7 +128,7 @@ internal sealed partial class PrefixStore
             {
                 if (entry.Tokens.Length <= prompt.Length
                     && entry.Tokens.Length > Math.Max(longerThan, best?.Tokens.Length ?? 0)
-                    && prompt.StartsWith(entry.Tokens))
+                    && prompt.StartsWith(entry.Tokens.AsSpan()))
                 {
                     best = entry;
                 }
@@ -165,7 +165,7 @@ internal sealed partial class PrefixStore
             LogLoaded(_logger, entry.Tokens.Length, entry.Path);
             return true;
         }
-        catch (Exception e) when (e is InvalidDataException)
+        catch (InvalidDataException e)
         {
             Forget(entry.Path);
             TryDelete(entry.Path);
@@ -194,7 +194,7 @@ internal sealed partial class PrefixStore
         bool known;
         lock (_lock)
         {
-            known = _entries.TryGetValue(path, out var entry) && tokens.SequenceEqual(entry.Tokens);
+            known = _entries.TryGetValue(path, out var entry) && tokens.SequenceEqual(entry.Tokens.AsSpan());
         }
 
         if (known && File.Exists(path))

@@ -176,7 +176,7 @@ public sealed class PrefixCacheDirectoryTests
         var stale = file + PrefixFileFormat.TempMarker + Guid.NewGuid().ToString("N");
         var fresh = file + PrefixFileFormat.TempMarker + Guid.NewGuid().ToString("N");
         File.Copy(file, stale);
-        File.WriteAllBytes(fresh, [1, 2, 3]);
+        File.WriteAllBytes(fresh, new byte[] { 1, 2, 3 });
         File.SetLastWriteTimeUtc(stale, DateTime.UtcNow - PrefixStore.StaleTempAge - TimeSpan.FromMinutes(1));
         File.Delete(file);
 
@@ -197,7 +197,7 @@ public sealed class PrefixCacheDirectoryTests
         // /dev/full fails every write with ENOSPC, as a full disk does.
         client.PrefixStore!.OpenWrite = temp =>
         {
-            File.WriteAllBytes(temp, []);
+            File.WriteAllBytes(temp, Array.Empty<byte>());
             return new FileStream("/dev/full", FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 4096);
         };
         Assert.True(await client.PrefillAsync(Prefix(), cancellationToken: Cancel) > 0);
