@@ -36,7 +36,7 @@ public sealed partial class KvChatClient
             }
             catch (ArgumentException e)
             {
-                throw new ArgumentException($"KvChatClientOptions.WarmupPrompts[{i}] is not a valid prompt: {e.Message}", nameof(KvChatClientOptions.WarmupPrompts), e);
+                throw new ArgumentException($"KvChatClientOptions.WarmupPrompts[{i}] is not a valid prompt: {e.Message}", e);
             }
             catch (Exception e) when (e is not (OperationCanceledException or ObjectDisposedException))
             {

@@ -65,11 +65,16 @@ public sealed class WarmupTests
     [Fact]
     public async Task NoWarmup_HostStartDoesNotCreateTheClient()
     {
+        // A folder that passes validation but that no client can load: creating the client would throw.
+        var folder = Path.Combine(TestModels.RunDirectory, "unloadable-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "genai_config.json"), "{}");
         var services = new ServiceCollection();
-        services.AddKvChatClient(Path.Combine(TestModels.RunDirectory, "not-there"));
+        services.AddKvChatClient(folder);
         await using var provider = services.BuildServiceProvider();
-        await StartAsync(provider); // The model folder does not exist: creating the client would throw.
-        Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IChatClient>());
+
+        await StartAsync(provider);
+        Assert.ThrowsAny<Exception>(() => provider.GetRequiredService<IChatClient>());
     }
 
     [Fact]
@@ -78,8 +83,8 @@ public sealed class WarmupTests
         var services = new ServiceCollection();
         services.AddKvChatClient(TinyPath, o =>
         {
-            o.ContextTokens = 16;
-            o.WarmupPrompts.Add([new ChatMessage(ChatRole.System, string.Concat(Enumerable.Repeat(First, 4)))]);
+            o.ContextTokens = 64;
+            o.WarmupPrompts.Add([new ChatMessage(ChatRole.System, string.Concat(Enumerable.Repeat(First, 10)))]);
         });
         await using var provider = services.BuildServiceProvider();
         var error = await Assert.ThrowsAsync<ArgumentException>(() => StartAsync(provider));
