@@ -40,9 +40,14 @@ public sealed class PrefixCacheDirectoryTests
         Assert.Single(PrefixFiles(directory));
         Assert.Empty(TempFiles(directory));
 
-        using var harness = new OracleHarness(TinyPath, Options(directory));
+        var modelId = "disk-" + Guid.NewGuid().ToString("N")[..8];
+        using var metrics = MetricRecorder.ForModel(modelId);
+        var options = Options(directory);
+        options.ModelId = modelId;
+        using var harness = new OracleHarness(TinyPath, options);
         Assert.Equal(1, harness.Client.PrefixStore!.Count);
         var response = await harness.AskAsync(Ask(), Greedy, Cancel);
+        Assert.Equal(1, metrics.Sum(KvChatMetricNames.PrefixesLoaded));
         Assert.Equal(prefixTokens, response.Usage!.CachedInputTokenCount);
         Assert.Equal(response.Usage.InputTokenCount - prefixTokens, response.Usage.AdditionalCounts![KvChatUsage.PrefilledInputTokenCount]);
         var stats = harness.Client.GetService<KvCacheStatistics>()!;
