@@ -142,7 +142,22 @@ public sealed partial class KvChatClient : IChatClient
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
-        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer);
+        try
+        {
+            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, folder.VocabSize, ProbeStart(folder));
+        }
+        catch (Exception e) when (e is OnnxRuntimeGenAIException or InvalidOperationException)
+        {
+            _tokenizer.Dispose();
+            DisposeOwnedModel();
+            throw new InvalidDataException($"GenAI could not run the model in '{folder.Path}' (a probe Run at load failed): {e.Message}", e);
+        }
+
+        if (_backend.RowExactness.Note is { } exactness)
+        {
+            Log.RowExactness(_logger, _backend.Kind, exactness);
+        }
+
         _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,
@@ -150,7 +165,8 @@ public sealed partial class KvChatClient : IChatClient
             policy,
             _options.BlockSize,
             _backend.CanFork ? static (target, source, tokens) => target.CopyPrefixFrom(source, tokens) : null,
-            _backend.CanFork ? static (session, length) => session.Park(length) : null);
+            _backend.CanFork ? static (session, length) => session.Park(length) : null,
+            _backend.RowExactness.MinimumTail);
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
@@ -304,7 +320,7 @@ public sealed partial class KvChatClient : IChatClient
 
     private int PrefillAndPin(SessionPool<IKvSession>.Lease lease, int[] prompt)
     {
-        var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
+        var keep = _backend.RowExactness.Keep(Math.Min(lease.CommonPrefixLength, prompt.Length), prompt.Length);
         try
         {
             _metrics.RecordLease(lease.Evicted);
@@ -387,6 +403,10 @@ public sealed partial class KvChatClient : IChatClient
         return owned;
     }
 
+    /// <summary>The token the load-time probes start their prompt with: the first special token (a role marker), or 1.</summary>
+    private static int ProbeStart(ModelFolder folder)
+        => folder.AddedTokens.Where(t => t.Special).Select(t => t.Id).DefaultIfEmpty(1).First();
+
     private static Model LoadModel(string path, int intraOpThreads)
     {
         try
@@ -423,6 +443,7 @@ public sealed partial class KvChatClient : IChatClient
             DecodeStepRows = steps.Rows,
             MaxDecodeBatchSize = steps.MaxBatchSize,
             DecodeBatchingNote = steps.BatchingNote,
+            CacheExactnessNote = _backend.RowExactness.Note,
             Sessions = pool.Sessions,
             BusySessions = pool.BusySessions,
             PinnedSessions = pool.PinnedSessions,
@@ -563,7 +584,7 @@ public sealed partial class KvChatClient : IChatClient
             {
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
                 RecordFork(lease);
-                source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null);
+                source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null, _backend.RowExactness);
             }
 
             // The in-flight count goes to the producer with the reply: it leaves the call when decoding ends.

@@ -87,6 +87,9 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
 
     public bool CanFork => true;
 
+    /// <summary>Gets how the decoder's Runs agree, probed at load (<see cref="RowExactness.Exact"/> until then).</summary>
+    public RowExactness RowExactness { get; private set; } = RowExactness.Exact;
+
     public int Layers { get; }
 
     public int KvHeads { get; }
@@ -140,9 +143,14 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>Computes <paramref name="tail"/> at positions <paramref name="past"/>.. of a slot; the last position's logits go to <paramref name="lastLogits"/>.</summary>
     internal void Prefill(int slot, int past, ReadOnlySpan<int> tail, Span<float> lastLogits)
     {
-        for (var offset = 0; offset < tail.Length; offset += PrefillChunk)
+        for (var offset = 0; offset < tail.Length;)
         {
             var n = Math.Min(PrefillChunk, tail.Length - offset);
+            if (tail.Length - offset - n == 1)
+            {
+                n--; // Never a last chunk of one token: a one-row Run may compute other bits (RowExactness).
+            }
+
             var ids = new long[n];
             for (var i = 0; i < n; i++)
             {
@@ -172,6 +180,8 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
                     _prefillLogits.AsSpan((n - 1) * Vocab, Vocab).CopyTo(lastLogits);
                 }
             }
+
+            offset += n;
         }
     }
 
