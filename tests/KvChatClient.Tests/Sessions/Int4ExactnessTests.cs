@@ -57,24 +57,26 @@ public sealed class Int4ExactnessTests
     {
         using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1 });
         List<ChatMessage> history = [new(ChatRole.System, "You are a terse assistant for the int4 oracle.")];
-        var previousPrompt = 0;
-        var prefilled = 0L;
+        var traces = new List<ReplyTrace>();
         for (var turn = 0; turn < 4; turn++)
         {
             history.Add(new ChatMessage(ChatRole.User, $"Question number {turn}: what follows {turn * 7}?"));
-            var options = new ChatOptions { MaxOutputTokens = 24 };
-            var response = await harness.AskAsync(history, options, TestContext.Current.CancellationToken);
-            var trace = harness.Last;
-
-            // The previous reply's tokens were decoded one row per Run: they are prefilled again, with this turn's.
-            Assert.Equal(previousPrompt, trace.Cached);
-            Assert.Equal(trace.Prompt, trace.SessionTokens);
-            previousPrompt = trace.Prompt.Length;
-            prefilled += trace.Prompt.Length - trace.Cached;
+            var response = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 24 }, TestContext.Current.CancellationToken);
+            traces.Add(harness.Last);
             history.AddRange(response.Messages);
         }
 
+        // Every turn equals a fresh prefill (checked above); the previous reply's tokens, decoded one row per Run, were
+        // prefilled again with each turn's, and counted so.
         Assert.Equal(4, harness.Checked);
+        var prefilled = 0L;
+        for (var turn = 0; turn < traces.Count; turn++)
+        {
+            Assert.Equal(turn == 0 ? 0 : traces[turn - 1].Prompt.Length, traces[turn].Cached);
+            Assert.Equal(traces[turn].Prompt, traces[turn].SessionTokens);
+            prefilled += traces[turn].Prompt.Length - traces[turn].Cached;
+        }
+
         Assert.Equal(prefilled, harness.Client.GetService<KvCacheStatistics>()!.PrefilledInputTokens);
     }
 
