@@ -142,9 +142,13 @@ public sealed partial class KvChatClient : IChatClient
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
+        // Generator sessions take turns when one forward pass fills every core: the threads of the model the client
+        // loaded, or the option when the caller brought the model (its threads are unknown otherwise).
+        var oneRunAtATime = (model is null || _options.IntraOpThreads is not null)
+            && IntraOpThreads.Resolve(_options.IntraOpThreads) >= Environment.ProcessorCount;
         try
         {
-            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, folder.VocabSize, ProbeStart(folder));
+            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime, folder.VocabSize, ProbeStart(folder));
         }
         catch (Exception e) when (e is OnnxRuntimeGenAIException or InvalidOperationException)
         {

@@ -123,7 +123,7 @@ public sealed class Int4ExactnessTests
         using var config = new Config(Int4Path);
         config.Overlay(IntraOpThreads.Overlay(2));
         using var model = new Model(config);
-        using var backend = new GeneratorBackend(model, 256, ModelFolder.Read(Int4Path).KvBytesPerToken, sharedBuffer: true, Int4Shape.VocabSize, 1);
+        using var backend = new GeneratorBackend(model, 256, ModelFolder.Read(Int4Path).KvBytesPerToken, sharedBuffer: true, oneRunAtATime: false, Int4Shape.VocabSize, 1);
         Assert.True(backend.RowExactness.RecomputesReplies);
         var random = new Random(9);
         int[] prompt = [.. Enumerable.Range(0, 40).Select(_ => random.Next(3, Int4Shape.VocabSize))];

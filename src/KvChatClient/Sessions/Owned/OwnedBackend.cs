@@ -31,6 +31,17 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>The most prompt tokens one prefill Run computes.</summary>
     public const int PrefillChunk = 128;
 
+    /// <summary>
+    /// Gets the tokens of the next prefill chunk when <paramref name="remaining"/> are left: at most
+    /// <see cref="PrefillChunk"/>, and one fewer where that would leave a last chunk of one token (a one-row Run may
+    /// compute other bits than a prefill, <see cref="RowExactness"/>).
+    /// </summary>
+    internal static int ChunkLength(int remaining)
+    {
+        var n = Math.Min(PrefillChunk, remaining);
+        return remaining - n == 1 ? n - 1 : n;
+    }
+
     private readonly SessionOptions _sessionOptions;
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
@@ -145,11 +156,7 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     {
         for (var offset = 0; offset < tail.Length;)
         {
-            var n = Math.Min(PrefillChunk, tail.Length - offset);
-            if (tail.Length - offset - n == 1)
-            {
-                n--; // Never a last chunk of one token: a one-row Run may compute other bits (RowExactness).
-            }
+            var n = ChunkLength(tail.Length - offset);
 
             var ids = new long[n];
             for (var i = 0; i < n; i++)
