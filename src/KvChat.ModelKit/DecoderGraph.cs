@@ -376,7 +376,7 @@ internal sealed class DecoderGraph
 
     /// <summary>
     /// <c>com.microsoft:MatMulNBits</c> as GenAI's model builder writes it for CPU int4: bits 4, block 32, no zero points
-    /// (symmetric around 8), <c>accuracy_level</c> 4 (int8 activations on CPU).
+    /// (symmetric around 8), <c>accuracy_level</c> 4 (int8 activations on CPU) unless the options ask for another.
     /// </summary>
     private string MatMulNBits(string x, string name, Int4Blocks blocks)
     {
@@ -385,7 +385,7 @@ internal sealed class DecoderGraph
         _notParameters.Add(scales);
         return _g.Node("MatMulNBits", [x, weight, scales], null, "com.microsoft",
             Attr("K", (long)blocks.Columns), Attr("N", (long)blocks.Rows), Attr("bits", 4L),
-            Attr("block_size", (long)Int4Blocks.BlockSize), Attr("accuracy_level", 4L));
+            Attr("block_size", (long)Int4Blocks.BlockSize), Attr("accuracy_level", (long)_o.Int4AccuracyLevel));
     }
 
     private string Ones(string name, int size) => _g.FloatBytes(name, WeightRandom.Constant(size, 1f), size);

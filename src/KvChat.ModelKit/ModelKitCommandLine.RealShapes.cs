@@ -18,6 +18,13 @@ public static partial class ModelKitCommandLine
                         _ => throw new ArgumentException($"Unknown precision '{value}': use fp32 or int4."),
                     },
                 };
+            case "--accuracy-level":
+                return options with
+                {
+                    Int4AccuracyLevel = int.TryParse(Value(args, i++), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var level) && level <= 4
+                        ? level
+                        : throw new ArgumentException("--accuracy-level takes 0 to 4."),
+                };
             case "--gguf":
                 return options with { WriteGguf = true };
             default:

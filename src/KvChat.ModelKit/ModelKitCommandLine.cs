@@ -21,6 +21,7 @@ public static partial class ModelKitCommandLine
           --model-type NAME        the GenAI model type (default: the family's, e.g. qwen3, llama, gemma3_text)
           --printable-bias X       logit bias for printable tokens (default 4)
           --precision fp32|int4    linear weights as float MatMul or int4 MatMulNBits (block 32, LM head too)
+          --accuracy-level N       int4 MatMulNBits accuracy_level: 4 (int8 activations, default) or 0-3 (float)
           --gguf                   also write model.gguf: the same network and tokenizer for llama.cpp
         """;
 

@@ -60,6 +60,13 @@ public sealed partial record ModelKitOptions
     public WeightPrecision Precision { get; init; } = WeightPrecision.Fp32;
 
     /// <summary>
+    /// Gets the <c>accuracy_level</c> of the int4 <c>MatMulNBits</c> nodes: 4 (int8 activations on CPU, what the model
+    /// builder writes for <c>-p int4 -e cpu</c>), or 0 to 3 (float activations on CPU). Ignored at fp32.
+    /// <value>The default value is 4.</value>
+    /// </summary>
+    public int Int4AccuracyLevel { get; init; } = 4;
+
+    /// <summary>
     /// Gets whether <see cref="ModelKit.Write"/> also writes <c>model.gguf</c>: the same network, weights and tokenizer
     /// for llama.cpp. <value>The default value is <see langword="false"/>.</value>
     /// </summary>
@@ -91,6 +98,8 @@ public sealed partial record ModelKitOptions
 
     private void ValidatePrecisionAndExport()
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(Int4AccuracyLevel);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(Int4AccuracyLevel, 4);
         if (Precision == WeightPrecision.Int4 && (HiddenSize % Int4Blocks.BlockSize != 0 || IntermediateSize % Int4Blocks.BlockSize != 0))
         {
             throw new ArgumentOutOfRangeException(nameof(Precision), Precision,

@@ -53,6 +53,17 @@ public sealed record KvCacheStatistics
     /// <summary>Gets why decode steps are not batched across sessions, or <see langword="null"/> when they are.</summary>
     public string? DecodeBatchingNote { get; init; }
 
+    /// <summary>
+    /// Gets how cached turns compare with a fresh prefill on this model, as a probe at load measured, when not every
+    /// position is computed to the same bits however it is run: decode steps that drift beyond float rounding (int8
+    /// activations, as int4 <c>MatMulNBits</c> at <c>accuracy_level</c> 4 computes them, the CPU export of GenAI's model
+    /// builder) make each reply be prefilled again with the next turn's tokens (counted in
+    /// <see cref="PrefilledInputTokens"/>), so cached turns stay identical to a fresh prefill; decode steps that differ
+    /// within rounding keep replies cached; prefills over cached positions that differ make cached turns near-exact.
+    /// <see langword="null"/> when every Run agrees bit for bit.
+    /// </summary>
+    public string? CacheExactnessNote { get; init; }
+
     /// <summary>Gets the sessions alive (each one generator with its KV cache).</summary>
     public required int Sessions { get; init; }
 

@@ -147,8 +147,24 @@ public sealed partial class KvChatClient : IChatClient
         // loaded, or the option when the caller brought the model (its threads are unknown otherwise).
         var oneRunAtATime = (model is null || _options.IntraOpThreads is not null)
             && IntraOpThreads.Resolve(_options.IntraOpThreads) >= Environment.ProcessorCount;
-        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime);
+        try
+        {
+            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime, folder.VocabSize, ProbeStart(folder));
+        }
+        catch (Exception e) when (e is OnnxRuntimeGenAIException or InvalidOperationException)
+        {
+            _tokenizer.Dispose();
+            DisposeOwnedModel();
+            throw new InvalidDataException($"GenAI could not run the model in '{folder.Path}' (a probe Run at load failed): {e.Message}", e);
+        }
+
+        if (_backend.RowExactness.Note is { } exactness)
+        {
+            Log.RowExactness(_logger, _backend.Kind, exactness);
+        }
+
         OpenPrefixStore(owned);
+
         _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,
@@ -156,7 +172,8 @@ public sealed partial class KvChatClient : IChatClient
             policy,
             _options.BlockSize,
             _backend.CanFork ? static (target, source, tokens) => target.CopyPrefixFrom(source, tokens) : null,
-            _backend.CanFork ? static (session, length) => session.Park(length) : null);
+            _backend.CanFork ? static (session, length) => session.Park(length) : null,
+            _backend.RowExactness.MinimumTail);
         _modelId = _options.ModelId ?? Path.GetFileName(folder.Path.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata(ProviderName, new Uri(folder.Path + Path.DirectorySeparatorChar), _modelId);
         _conversations = _options.EnableConversationIds ? new Conversations(_options.MaxConversations) : null;
@@ -312,7 +329,7 @@ public sealed partial class KvChatClient : IChatClient
 
     private int PrefillAndPin(SessionPool<IKvSession>.Lease lease, int[] prompt)
     {
-        var keep = Math.Min(lease.CommonPrefixLength, prompt.Length);
+        var keep = _backend.RowExactness.Keep(Math.Min(lease.CommonPrefixLength, prompt.Length), prompt.Length);
         try
         {
             _metrics.RecordLease(lease.Evicted);
@@ -400,6 +417,10 @@ public sealed partial class KvChatClient : IChatClient
         return owned;
     }
 
+    /// <summary>The token the load-time probes start their prompt with: the first special token (a role marker), or 1.</summary>
+    private static int ProbeStart(ModelFolder folder)
+        => folder.AddedTokens.Where(t => t.Special).Select(t => t.Id).DefaultIfEmpty(1).First();
+
     private static Model LoadModel(string path, int intraOpThreads)
     {
         try
@@ -438,6 +459,7 @@ public sealed partial class KvChatClient : IChatClient
             DecodeStepRows = steps.Rows,
             MaxDecodeBatchSize = steps.MaxBatchSize,
             DecodeBatchingNote = steps.BatchingNote,
+            CacheExactnessNote = _backend.RowExactness.Note,
             Sessions = pool.Sessions,
             BusySessions = pool.BusySessions,
             PinnedSessions = pool.PinnedSessions,
@@ -579,7 +601,7 @@ public sealed partial class KvChatClient : IChatClient
                 await LoadPrefixAsync(prompt, token).ConfigureAwait(false);
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
                 RecordFork(lease);
-                source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null);
+                source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null, _backend.RowExactness);
             }
 
             // The in-flight count goes to the producer with the reply: it leaves the call when decoding ends.

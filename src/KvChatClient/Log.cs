@@ -29,6 +29,9 @@ internal static partial class Log
     [LoggerMessage(21, LogLevel.Information, "Owned-KV backend: {Note}")]
     public static partial void OwnedLogits(ILogger logger, string note);
 
+    [LoggerMessage(10, LogLevel.Information, "{Backend} backend: {Note}")]
+    public static partial void RowExactness(ILogger logger, KvSessionBackend backend, string note);
+
     [LoggerMessage(8, LogLevel.Debug, "The session starts from a copy of {Tokens} cached tokens of another session (no prefill).")]
     public static partial void Forked(ILogger logger, int tokens);
 

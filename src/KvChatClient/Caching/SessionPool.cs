@@ -74,6 +74,7 @@ internal sealed class SessionPool<TSession> : IDisposable
     private readonly CopyPrefix? _copyPrefix;
     private readonly Func<TSession, int, TSession>? _park;
     private readonly PrefixIndex<Slot> _index;
+    private readonly int _minimumTail;
     private readonly List<Slot> _slots = [];
     private readonly List<PrefixCandidate<Slot>> _candidates = [];
     private readonly LinkedList<Waiter> _waiters = new();
@@ -113,6 +114,10 @@ internal sealed class SessionPool<TSession> : IDisposable
     /// Copies a session's first tokens into a parked session that holds no live slot (<c>(session, length)</c>): a
     /// conversation taken over keeps its KV there, and comes back by a fork. <see langword="null"/>: none is kept.
     /// </param>
+    /// <param name="minimumTail">
+    /// The fewest prompt tokens a holder computes (1, or 2 on a decoder whose one-row Runs differ, see
+    /// <see cref="RowExactness"/>): positions below min(common prefix, prompt - this) are not rewritten while a lease lasts.
+    /// </param>
     public SessionPool(
         int maxSessions,
         long maxBytes,
@@ -120,9 +125,11 @@ internal sealed class SessionPool<TSession> : IDisposable
         BusySessionPolicy busyPolicy = BusySessionPolicy.TakeOther,
         int blockSize = DefaultBlockSize,
         CopyPrefix? copyPrefix = null,
-        Func<TSession, int, TSession>? park = null)
+        Func<TSession, int, TSession>? park = null,
+        int minimumTail = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSessions, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(minimumTail, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBytes, 1L);
         ArgumentNullException.ThrowIfNull(factory);
         if (!Enum.IsDefined(busyPolicy))
@@ -136,6 +143,7 @@ internal sealed class SessionPool<TSession> : IDisposable
         _factory = factory;
         _copyPrefix = copyPrefix;
         _park = copyPrefix is null ? null : park;
+        _minimumTail = minimumTail;
         _index = new PrefixIndex<Slot>(blockSize, seed: 0);
     }
 
@@ -662,9 +670,9 @@ internal sealed class SessionPool<TSession> : IDisposable
 
     private Lease LeaseSlot(Slot slot, int commonPrefixLength, bool isHit, int promptLength)
     {
-        // The holder keeps at most min(common prefix, prompt - 1) tokens (at least one token is computed for logits):
-        // positions below that are not rewritten while the lease lasts, so a fork may copy them.
-        slot.StableLength = Math.Min(commonPrefixLength, promptLength - 1);
+        // The holder keeps at most min(common prefix, prompt - minimum tail) tokens (at least one token is computed for
+        // logits): positions below that are not rewritten while the lease lasts, so a fork may copy them.
+        slot.StableLength = Math.Max(0, Math.Min(commonPrefixLength, promptLength - _minimumTail));
         var evicted = !isHit && slot.TokenCount > 0;
         if (commonPrefixLength < slot.PinnedLength)
         {
@@ -726,7 +734,7 @@ internal sealed class SessionPool<TSession> : IDisposable
             slot.TokenCount = length;
             slot.ReplyStart = 0;
             slot.PinnedLength = 0;
-            slot.StableLength = Math.Min(length, prompt.Length - 1);
+            slot.StableLength = Math.Max(0, Math.Min(length, prompt.Length - _minimumTail));
             _cachedTokens += length - lease.CommonPrefixLength;
             lease.CommonPrefixLength = length;
             lease.ForkedTokens = length;

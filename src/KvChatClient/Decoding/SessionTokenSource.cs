@@ -18,6 +18,7 @@ internal sealed class SessionTokenSource : TokenSource
     private readonly int _keep;
     private readonly Action<IKvSession, int>? _stepHook;
     private readonly bool _keepPromptLogits;
+    private readonly bool _recomputesReplies;
     private float[]? _logits;
     private float[]? _promptLogits;
     private bool _prefilled;
@@ -31,6 +32,10 @@ internal sealed class SessionTokenSource : TokenSource
     /// <param name="contextTokens">The tokens a session holds at most.</param>
     /// <param name="stepHook">Test hook called before each step with the session and the tokens generated so far.</param>
     /// <param name="keepPromptLogits">Whether to keep the prompt's logits for the test trace.</param>
+    /// <param name="exactness">
+    /// How the backend's Runs agree: where one-row Runs differ from prefills, the prefill never computes a one-token
+    /// tail and the reply (decoded one row per Run) is not kept in the cache (<see cref="RowExactness"/>).
+    /// </param>
     public SessionTokenSource(
         SessionPool<IKvSession>.Lease lease,
         int[] prompt,
@@ -38,14 +43,16 @@ internal sealed class SessionTokenSource : TokenSource
         int vocab,
         int contextTokens,
         Action<IKvSession, int>? stepHook,
-        bool keepPromptLogits)
+        bool keepPromptLogits,
+        RowExactness exactness)
         : base(prompt)
     {
         _lease = lease;
         _session = lease.Session;
         _vocab = vocab;
         _contextTokens = contextTokens;
-        _keep = Math.Min(lease.CommonPrefixLength, prompt.Length - 1);
+        _recomputesReplies = exactness.RecomputesReplies;
+        _keep = exactness.Keep(Math.Min(lease.CommonPrefixLength, prompt.Length - 1), prompt.Length);
         _stepHook = stepHook;
         _keepPromptLogits = keepPromptLogits;
         _sampler = new LogitSampler(sampling, vocab);
@@ -113,11 +120,22 @@ internal sealed class SessionTokenSource : TokenSource
     public override void Append(int token) => _session.Append(token);
 
     /// <inheritdoc/>
-    public override void Commit() => _lease.Pool.Commit(_lease, HeldTokens(), Prompt.Length);
+    public override void Commit() => _lease.Pool.Commit(_lease, KeptTokens(), Prompt.Length);
 
-    /// <summary>The tokens the session holds, without a copy when it keeps them in a list (both backends do).</summary>
-    private ReadOnlySpan<int> HeldTokens()
-        => _session.Tokens is List<int> list ? CollectionsMarshal.AsSpan(list) : _session.Tokens.ToArray();
+    /// <summary>
+    /// The tokens the session holds, without a copy when it keeps them in a list (both backends do); on a decoder whose
+    /// one-row Runs differ from prefills, first rewinds the session to the prompt: the reply's positions were computed
+    /// one row per Run, so the next turn prefills them again, with its own tokens, as one prefill would.
+    /// </summary>
+    private ReadOnlySpan<int> KeptTokens()
+    {
+        if (_recomputesReplies && _prefilled && _session.TokenCount > Prompt.Length)
+        {
+            _session.Extend(Prompt.Length, []);
+        }
+
+        return _session.Tokens is List<int> list ? CollectionsMarshal.AsSpan(list) : _session.Tokens.ToArray();
+    }
 
     /// <inheritdoc/>
     public override void Release()
@@ -135,7 +153,7 @@ internal sealed class SessionTokenSource : TokenSource
         }
 
         // Before the prefill the session still holds its previous committed tokens (the prefix and maybe more).
-        _lease.Pool.Commit(_lease, HeldTokens(), _prefilled ? Prompt.Length : null);
+        _lease.Pool.Commit(_lease, KeptTokens(), _prefilled ? Prompt.Length : null);
         Release();
     }
 

@@ -15,6 +15,12 @@ internal interface IKvBackend : IDisposable
     /// <summary>Creates an empty session.</summary>
     IKvSession CreateSession();
 
+    /// <summary>
+    /// Gets whether the decoder computes a position to the same bits in Runs of one and of many rows, as probed at load:
+    /// what the cache may keep so that cached turns stay identical to a fresh prefill.
+    /// </summary>
+    RowExactness RowExactness { get; }
+
     /// <summary>Gets the backend's decode-step counters (all zero for a backend that does not batch).</summary>
     DecodeStepStatistics GetStepStatistics();
 }

@@ -8,22 +8,54 @@ namespace KvChat;
 /// its own Run.
 /// </summary>
 /// <remarks>
-/// When one forward pass already uses every core (<paramref name="oneRunAtATime"/>: the model runs with as many intra-op
+/// When one forward pass already uses every core (<c>oneRunAtATime</c>: the model runs with as many intra-op
 /// threads as there are logical processors), the sessions' forward passes take turns through one gate, and a prefill
 /// goes through it in chunks of <see cref="OwnedBackend.PrefillChunk"/> tokens so that other sessions' decode steps wait
 /// at most one chunk. Measured on 2 cores (<c>docs/benchmarks/speed/threads.md</c>, one run): 2 sessions at 2 threads
 /// each prefilled 641 and decoded 50.0 tokens/s in all when their passes ran at once (the threads oversubscribe the
 /// cores), 740 and 55.2 when they took turns.
 /// </remarks>
-internal sealed class GeneratorBackend(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer, bool oneRunAtATime) : IKvBackend
+internal sealed class GeneratorBackend : IKvBackend
 {
-    private readonly Lock? _runGate = oneRunAtATime ? new Lock() : null;
+    /// <summary>The context of the probe's two generators (their KV is allocated at this length).</summary>
+    private const int ProbeContext = 64;
+
+    private readonly Model _model;
+    private readonly int _contextTokens;
+    private readonly long _bytesPerToken;
+    private readonly bool _sharedBuffer;
+    private readonly Lock? _runGate;
+
+    /// <summary>Creates the backend and probes, on two short-lived generators, how the decoder's Runs agree (<see cref="RowExactness"/>).</summary>
+    /// <param name="model">The model; the client owns it.</param>
+    /// <param name="contextTokens">The tokens a session holds at most.</param>
+    /// <param name="bytesPerToken">The KV bytes of one token.</param>
+    /// <param name="sharedBuffer">Whether the model shares its past and present KV buffers.</param>
+    /// <param name="oneRunAtATime">Whether the sessions' forward passes take turns (see the remarks).</param>
+    /// <param name="vocab">The vocabulary size.</param>
+    /// <param name="probeStart">The token the probe's prompt starts with.</param>
+    public GeneratorBackend(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer, bool oneRunAtATime, int vocab, int probeStart)
+    {
+        _model = model;
+        _contextTokens = contextTokens;
+        _bytesPerToken = bytesPerToken;
+        _sharedBuffer = sharedBuffer;
+        _runGate = oneRunAtATime ? new Lock() : null;
+        RowExactness = RowExactness.Probe(
+            () => new KvSession(model, Math.Min(ProbeContext, contextTokens), bytesPerToken, sharedBuffer, _runGate),
+            vocab,
+            probeStart,
+            Math.Min(ProbeContext, contextTokens));
+    }
 
     public KvSessionBackend Kind => KvSessionBackend.Generator;
 
     public bool CanFork => false;
 
-    public IKvSession CreateSession() => new KvSession(model, contextTokens, bytesPerToken, sharedBuffer, _runGate);
+    public RowExactness RowExactness { get; }
+
+    public IKvSession CreateSession()
+        => new KvSession(_model, _contextTokens, _bytesPerToken, _sharedBuffer, _runGate) { AppendsLastPromptTokenAlone = !RowExactness.RecomputesReplies };
 
     public DecodeStepStatistics GetStepStatistics() => new(0, 0, 0,
         _runGate is null ? "Generator sessions decode one Run each, at once." : "Generator sessions decode one Run each, one Run at a time (each Run uses every core).");

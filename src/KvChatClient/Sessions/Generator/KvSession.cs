@@ -44,6 +44,13 @@ internal sealed class KvSession : IKvSession
 
     private bool NativeLogits => UseNativeLogits && GeneratorLastLogits.IsAvailable;
 
+    /// <summary>
+    /// Gets or sets whether, without the native last-position read, <see cref="Prefill"/> appends the prompt's last token
+    /// on its own (one row of logits to copy instead of one per token). Off on a decoder whose one-row Runs differ from
+    /// prefills (<see cref="RowExactness"/>): that token is then prefilled with the rest and its row read from the copy.
+    /// </summary>
+    internal bool AppendsLastPromptTokenAlone { get; init; } = true;
+
     public int ContextTokens => _contextTokens;
 
     /// <summary>Gets <see langword="false"/>: GenAI cannot copy KV between generators, nor write KV into one.</summary>
@@ -68,7 +75,7 @@ internal sealed class KvSession : IKvSession
             throw new ArgumentOutOfRangeException(nameof(keep), keep, "Keep must leave at least one prompt token to append.");
         }
 
-        if (prompt.Length - keep > 1 && !NativeLogits)
+        if (prompt.Length - keep > 1 && !NativeLogits && AppendsLastPromptTokenAlone)
         {
             Extend(keep, prompt[keep..^1]);
             Append(prompt[^1]);
@@ -98,9 +105,9 @@ internal sealed class KvSession : IKvSession
             else
             {
                 // Other sessions' forward passes wait at most one chunk.
-                for (var offset = 0; offset < tail.Length; offset += OwnedBackend.PrefillChunk)
+                for (var offset = 0; offset < tail.Length; offset += OwnedBackend.ChunkLength(tail.Length - offset))
                 {
-                    var chunk = tail.Slice(offset, Math.Min(OwnedBackend.PrefillChunk, tail.Length - offset));
+                    var chunk = tail.Slice(offset, OwnedBackend.ChunkLength(tail.Length - offset));
                     lock (_runGate)
                     {
                         generator.AppendTokens(chunk);

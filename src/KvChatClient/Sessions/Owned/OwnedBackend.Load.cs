@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace KvChat;
 
-// OwnedBackend, part 3 of 3: what is checked at load, and the batching probe.
+// OwnedBackend, part 3 of 3: what is checked at load, and the probes (batching, row exactness).
 internal sealed partial class OwnedBackend
 {
     /// <summary>
@@ -64,15 +64,18 @@ internal sealed partial class OwnedBackend
         }
 
         backend.LogitsNote = logitsNote;
+        int[] specialTokens = [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)];
         try
         {
             backend._batchingNote = backend._batchOfOne
                 ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
                 : operators.Contains("If")
                     ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
-                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)]);
+                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), specialTokens);
+            backend.RowExactness = RowExactness.Probe(backend.CreateSession, backend.Vocab, specialTokens.Length == 0 ? 1 : specialTokens[0], context);
+            backend.ResetStepCounters();
         }
-        catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
+        catch (Exception e) when (e is OnnxRuntimeException or ArgumentException or InvalidOperationException)
         {
             backend.Dispose();
             reason = $"a probe Run of {folder.Decoder.FileName} over owned KV memory failed: {e.Message}";
@@ -319,10 +322,16 @@ internal sealed partial class OwnedBackend
         }
         finally
         {
-            lock (_queueLock)
-            {
-                _steps = _rows = _maxBatch = 0;
-            }
+            ResetStepCounters();
+        }
+    }
+
+    /// <summary>Zeroes the decode-step counters: the probes' steps are not the client's.</summary>
+    private void ResetStepCounters()
+    {
+        lock (_queueLock)
+        {
+            _steps = _rows = _maxBatch = 0;
         }
     }
 

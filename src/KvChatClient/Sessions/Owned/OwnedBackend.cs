@@ -34,6 +34,17 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>The last positions whose logits a prefill Run computes, when the graph is rewritten (<see cref="LastPositionLogits"/>).</summary>
     public const int LastLogitPositions = 1;
 
+    /// <summary>
+    /// Gets the tokens of the next prefill chunk when <paramref name="remaining"/> are left: at most
+    /// <see cref="PrefillChunk"/>, and one fewer where that would leave a last chunk of one token (a one-row Run may
+    /// compute other bits than a prefill, <see cref="RowExactness"/>).
+    /// </summary>
+    internal static int ChunkLength(int remaining)
+    {
+        var n = Math.Min(PrefillChunk, remaining);
+        return remaining - n == 1 ? n - 1 : n;
+    }
+
     private readonly SessionOptions _sessionOptions;
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
@@ -96,6 +107,9 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
 
     public bool CanFork => true;
 
+    /// <summary>Gets how the decoder's Runs agree, probed at load (<see cref="RowExactness.Exact"/> until then).</summary>
+    public RowExactness RowExactness { get; private set; } = RowExactness.Exact;
+
     public int Layers { get; }
 
     public int KvHeads { get; }
@@ -149,9 +163,10 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>Computes <paramref name="tail"/> at positions <paramref name="past"/>.. of a slot; the last position's logits go to <paramref name="lastLogits"/>.</summary>
     internal void Prefill(int slot, int past, ReadOnlySpan<int> tail, Span<float> lastLogits)
     {
-        for (var offset = 0; offset < tail.Length; offset += PrefillChunk)
+        for (var offset = 0; offset < tail.Length;)
         {
-            var n = Math.Min(PrefillChunk, tail.Length - offset);
+            var n = ChunkLength(tail.Length - offset);
+
             var ids = new long[n];
             for (var i = 0; i < n; i++)
             {
@@ -182,6 +197,8 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
                     _prefillLogits.AsSpan((rows - 1) * Vocab, Vocab).CopyTo(lastLogits);
                 }
             }
+
+            offset += n;
         }
     }
 

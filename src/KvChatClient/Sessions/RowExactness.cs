@@ -1,0 +1,152 @@
+using System.Globalization;
+
+namespace KvChat;
+
+/// <summary>
+/// How a decoder's Runs agree, measured at load on the backend's own sessions (<see cref="Probe"/>): whether a position
+/// computed in a one-row Run (a decode step) has the bits it has inside a prefill of many rows, whether a difference
+/// there grows beyond float rounding over a reply, and whether Runs of several rows after cached positions agree with
+/// one prefill. It decides what the cache may keep so that a cached turn says what one prefill of its prompt says.
+/// </summary>
+/// <remarks>
+/// <para>
+/// A fresh prefill computes every prompt position inside one Run of many rows. A cached turn holds positions computed
+/// otherwise: the last reply's tokens one row per Run (decode steps), and the new tokens in a Run of their own after the
+/// cached ones. Measured on ONNX Runtime 1.31's CPU kernels (<c>docs/benchmarks/peer/README.md</c>): any Run of two rows
+/// or more gives a position the bits of one prefill, on every kit model; a one-row Run differs in the last bits
+/// (GroupQueryAttention's one-row path, 1e-6 to 4e-5 in the logits). With float activations that stays at rounding
+/// level. int4 <c>MatMulNBits</c> at <c>accuracy_level</c> 4 quantizes its inputs to int8 (the CPU export of GenAI's
+/// model builder): a last-bit difference moves a value across a rounding step now and then, and a few decode steps on
+/// grow it to 0.08-0.17 in the logits, enough for greedy decoding to say other tokens.
+/// </para>
+/// <para>
+/// So where one-row Runs drift beyond rounding and Runs of several rows agree (<see cref="RecomputesReplies"/>), no
+/// kept position comes from a one-row Run: a committed reply is dropped from the cache (its tokens are prefilled again,
+/// together with the next turn's, and counted as prefilled), and a prefill never computes a one-token tail
+/// (<see cref="Keep"/>). Where even Runs of several rows disagree, nothing the cache does is exact: <see cref="Note"/>
+/// says so.
+/// </para>
+/// </remarks>
+/// <param name="SingleRowsMatch">Whether one-row Runs gave the bits of one prefill.</param>
+/// <param name="SingleRowDrift">The largest logit difference after a chain of one-row Runs (0 when they match).</param>
+/// <param name="ChunksMatch">Whether Runs of several rows after cached positions gave the bits of one prefill.</param>
+/// <param name="LogitRange">The range (max - min) of the prefill's logits the differences are measured against.</param>
+internal sealed record RowExactness(bool SingleRowsMatch, float SingleRowDrift, bool ChunksMatch, float LogitRange)
+{
+    /// <summary>The probe's prompt before its decode steps.</summary>
+    private const int ProbePrompt = 16;
+
+    /// <summary>The probe's decode steps: long enough for quantized activations to cross a rounding step.</summary>
+    private const int ProbeSteps = 24;
+
+    /// <summary>A drift beyond this fraction of the logits' range is more than float rounding (measured: below 3e-6 for float activations, above 4e-3 for int8).</summary>
+    private const float RoundingFraction = 1e-4f;
+
+    /// <summary>Gets the result for a decoder that was not probed: everything is kept.</summary>
+    public static RowExactness Exact { get; } = new(true, 0f, true, 1f);
+
+    /// <summary>Gets whether one-row Runs drift beyond float rounding from a prefill.</summary>
+    public bool DriftsBeyondRounding => SingleRowDrift > RoundingFraction * Math.Max(LogitRange, 1f);
+
+    /// <summary>
+    /// Gets whether replies are recomputed: one-row Runs drift beyond rounding and Runs of several rows agree, so a
+    /// kept position must come from a Run of two rows or more.
+    /// </summary>
+    public bool RecomputesReplies => DriftsBeyondRounding && ChunksMatch;
+
+    /// <summary>Gets the fewest tokens a prefill computes in one Run (2 where replies are recomputed, else 1).</summary>
+    public int MinimumTail => RecomputesReplies ? 2 : 1;
+
+    /// <summary>Gets what the cache does about a decoder whose Runs do not all agree, or <see langword="null"/> when they do.</summary>
+    public string? Note => (ChunksMatch, SingleRowsMatch, RecomputesReplies) switch
+    {
+        (true, true, _) => null,
+        (true, false, true) => string.Create(CultureInfo.InvariantCulture,
+            $"decode steps (one-row Runs) drift from a prefill of the same tokens on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps; int8 activations, as int4 MatMulNBits at accuracy_level 4 computes them, do this): each reply is prefilled again with the next turn's tokens, so cached turns stay identical to a fresh prefill."),
+        (true, false, false) => string.Create(CultureInfo.InvariantCulture,
+            $"decode steps (one-row Runs) differ from a prefill of the same tokens within float rounding on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps): replies stay cached, and cached turns equal a fresh prefill within that rounding."),
+        _ => "a Run over cached positions is not bit-identical to one prefill of the whole prompt on this decoder: cached turns are near-exact, not identical, to a fresh prefill.",
+    };
+
+    /// <summary>
+    /// Gets how many of <paramref name="promptLength"/> tokens a session keeps when <paramref name="keep"/> are cached: one
+    /// fewer where that would leave a one-token tail on a decoder whose replies are recomputed.
+    /// </summary>
+    public int Keep(int keep, int promptLength)
+        => RecomputesReplies && keep > 0 && promptLength - keep == 1 ? keep - 1 : keep;
+
+    /// <summary>
+    /// Measures a decoder: one prefill of a short prompt against (a) its first tokens prefilled and the rest appended as
+    /// decode steps, and (b) the same rewound to the prefilled tokens and the rest prefilled again in Runs of 21 and 3
+    /// tokens, then its last 2 again, comparing the last position's logits. Uses two sessions of
+    /// <paramref name="createSession"/>, disposed before it returns.
+    /// </summary>
+    /// <param name="createSession">Creates an empty session of the backend.</param>
+    /// <param name="vocab">The model's vocabulary size.</param>
+    /// <param name="start">A token to start the prompt with (a special token: role markers are what prompts start with).</param>
+    /// <param name="context">The tokens a session holds: below the probe's length, nothing is probed (<see cref="Exact"/>).</param>
+    public static RowExactness Probe(Func<IKvSession> createSession, int vocab, int start, int context)
+    {
+        if (context < ProbePrompt + ProbeSteps)
+        {
+            return Exact;
+        }
+
+        var prompt = new int[ProbePrompt + ProbeSteps];
+        prompt[0] = start % vocab;
+        for (var i = 1; i < prompt.Length; i++)
+        {
+            prompt[i] = (7 + (i * 37)) % vocab;
+        }
+
+        var expected = new float[vocab];
+        var actual = new float[vocab];
+        using (var fresh = createSession())
+        {
+            fresh.Extend(0, prompt);
+            fresh.ReadLastLogits(expected);
+        }
+
+        using var cached = createSession();
+        cached.Extend(0, prompt.AsSpan(0, ProbePrompt));
+        for (var i = ProbePrompt; i < prompt.Length; i++)
+        {
+            cached.Append(prompt[i]);
+        }
+
+        cached.ReadLastLogits(actual);
+        var drift = Difference(expected, actual);
+
+        // Back to the prefilled positions: the decode steps again as a Run of 21 rows, then 3, then the last 2 again.
+        cached.Extend(ProbePrompt, prompt.AsSpan(ProbePrompt, ProbeSteps - 3));
+        var chunksMatch = true;
+        foreach (var tail in new[] { 3, 2 })
+        {
+            cached.Extend(prompt.Length - tail, prompt.AsSpan(prompt.Length - tail));
+            cached.ReadLastLogits(actual);
+            chunksMatch &= Difference(expected, actual) is null;
+        }
+
+        var range = 0f;
+        if (expected.Length > 0)
+        {
+            range = expected.Max() - expected.Min();
+        }
+
+        return new RowExactness(drift is null, drift ?? 0f, chunksMatch, float.IsFinite(range) ? range : 1f);
+    }
+
+    /// <summary>The largest difference, or null when every value has the same bits.</summary>
+    private static float? Difference(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
+    {
+        var identical = true;
+        var max = 0f;
+        for (var i = 0; i < expected.Length; i++)
+        {
+            identical &= BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]);
+            max = Math.Max(max, Math.Abs(expected[i] - actual[i]));
+        }
+
+        return identical ? null : max;
+    }
+}
