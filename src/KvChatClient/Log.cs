@@ -38,6 +38,6 @@ internal static partial class Log
     [LoggerMessage(5, LogLevel.Information, "Prefilled {Tokens} tokens ({Total} held) and pinned them.")]
     public static partial void Prefilled(ILogger logger, int tokens, int total);
 
-    [LoggerMessage(6, LogLevel.Information, "A JSON reply falls back to GenAI guidance on a temporary generator (the whole prompt is prefilled): {Reason}.")]
+    [LoggerMessage(10, LogLevel.Information, "A JSON reply falls back to GenAI guidance on a temporary generator (the whole prompt is prefilled): {Reason}.")]
     public static partial void StructuredFallback(ILogger logger, string reason);
 }

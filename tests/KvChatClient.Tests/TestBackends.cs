@@ -10,6 +10,32 @@ public static class TestBackends
     /// <summary>Both backends, forced.</summary>
     public static TheoryData<KvSessionBackend> Both => new(KvSessionBackend.Generator, KvSessionBackend.Owned);
 
+    /// <summary>Every value of <paramref name="rows"/> on both backends (the backend is the last argument).</summary>
+    public static TheoryData<T, KvSessionBackend> OnBoth<T>(IEnumerable<T> rows)
+    {
+        var data = new TheoryData<T, KvSessionBackend>();
+        foreach (var row in rows)
+        {
+            data.Add(row, KvSessionBackend.Generator);
+            data.Add(row, KvSessionBackend.Owned);
+        }
+
+        return data;
+    }
+
+    /// <summary>Every pair of <paramref name="rows"/> on both backends (the backend is the last argument).</summary>
+    public static TheoryData<T1, T2, KvSessionBackend> OnBoth<T1, T2>(IEnumerable<(T1, T2)> rows)
+    {
+        var data = new TheoryData<T1, T2, KvSessionBackend>();
+        foreach (var (first, second) in rows)
+        {
+            data.Add(first, second, KvSessionBackend.Generator);
+            data.Add(first, second, KvSessionBackend.Owned);
+        }
+
+        return data;
+    }
+
     /// <summary>Both kit variants on both backends.</summary>
     public static TheoryData<ModelVariant, KvSessionBackend> VariantsOnBoth
     {

@@ -173,6 +173,17 @@ public sealed class GrammarConstraintTests
     [InlineData("""{"$ref":"https://example.com/s.json"}""", "$ref")]
     [InlineData("""{"allOf":[{"type":"string"},{"maxLength":3}]}""", "allOf")]
     [InlineData("""{"type":"object","patternProperties":{"^a":{}}}""", "patternProperties")]
+    [InlineData("""{"if":{"type":"string"},"then":{"maxLength":2}}""", "if")]
+    [InlineData("""{"type":"array","prefixItems":[{"type":"string"}]}""", "prefixItems")]
+    [InlineData("""{"type":"object","propertyNames":{"maxLength":2}}""", "propertyNames")]
+    [InlineData("""{"type":"object","minProperties":1}""", "minProperties")]
+    [InlineData("""{"type":"object","dependentRequired":{"a":["b"]}}""", "dependentRequired")]
+    [InlineData("""{"type":"string","anyOf":[{"maxLength":2}]}""", "anyOf")]
+    [InlineData("""{"$ref":"#/$defs/missing"}""", "$ref")]
+    [InlineData("""{"type":"date"}""", "type")]
+    [InlineData("""{"type":"string","maxLength":-1}""", "maxLength")]
+    [InlineData("""{"type":"object","required":"a"}""", "required")]
+    [InlineData("""{"type":"integer","minimum":1000000000000000}""", "minimum")]
     public void Compile_KeywordOutsideTheSubset_IsNotSupported_NamingIt(string schema, string keyword)
     {
         using var document = JsonDocument.Parse(schema);

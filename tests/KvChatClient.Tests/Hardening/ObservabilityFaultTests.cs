@@ -49,11 +49,12 @@ public sealed class ObservabilityFaultTests
         Assert.Equal(0, client.InFlightCalls);
     }
 
-    [Fact]
-    public async Task LoggerThrowingOnEverything_StructuredReplyStillCompletes()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task LoggerThrowingOnEverything_StructuredReplyStillCompletes(KvSessionBackend backend)
     {
         using var loggers = new ThrowingLoggerFactory(eventId: null);
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = "{\"a\":1}" }), new KvChatClientOptions { LoggerFactory = loggers });
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = "{\"a\":1}" }), new KvChatClientOptions { LoggerFactory = loggers, SessionBackend = backend });
         var response = await client.GetResponseAsync(
             [new(ChatRole.User, "json")],
             new ChatOptions { ResponseFormat = ChatResponseFormat.Json, MaxOutputTokens = 40 },

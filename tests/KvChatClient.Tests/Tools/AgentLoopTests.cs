@@ -141,10 +141,11 @@ public sealed class AgentLoopTests
         Assert.Empty(auto.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
     }
 
-    [Fact]
-    public async Task RequireAny_OnAModelThatWouldAnswerInText_ForcesACall()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task RequireAny_OnAModelThatWouldAnswerInText_ForcesACall(KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = "I would rather just talk." }));
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = "I would rather just talk." }), new KvChatClientOptions { SessionBackend = backend });
         var tool = AIFunctionFactory.Create((string q) => q, "lookup");
         var response = await client.GetResponseAsync([new(ChatRole.User, "Hi")], new ChatOptions { Tools = [tool], ToolMode = ChatToolMode.RequireAny, MaxOutputTokens = 60 }, TestContext.Current.CancellationToken);
 
@@ -153,11 +154,12 @@ public sealed class AgentLoopTests
         Assert.NotNull(call.Exception); // Cut by MaxOutputTokens inside its (constrained, never-ending) string argument: reported, not dropped.
     }
 
-    [Fact]
-    public async Task RequireSpecific_ForcesTheNamedTool_AndRejectsAnUnknownName()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task RequireSpecific_ForcesTheNamedTool_AndRejectsAnUnknownName(KvSessionBackend backend)
     {
         var path = TestModels.PathOf(ModelKitOptions.Tiny with { Script = Call("get_time", "zone", "UTC") });
-        using var client = new KvChatClient(path);
+        using var client = new KvChatClient(path, new KvChatClientOptions { SessionBackend = backend });
         var weather = AIFunctionFactory.Create((string city) => city, "get_weather");
         var time = AIFunctionFactory.Create((string zone) => zone, "get_time");
         var response = await client.GetResponseAsync([new(ChatRole.User, "Time?")], new ChatOptions { Tools = [weather, time], ToolMode = ChatToolMode.RequireSpecific("get_time") }, TestContext.Current.CancellationToken);

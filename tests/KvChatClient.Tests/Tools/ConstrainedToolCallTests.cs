@@ -8,7 +8,8 @@ namespace KvChat.Tests;
 
 /// <summary>
 /// JSON together with tools (a call or the typed answer), and required calls whose name and arguments follow the
-/// offered tools' schemas: on kit models through the real runtime, arguments checked by JsonSchema.Net.
+/// offered tools' schemas: on kit models through the real runtime, on both session backends, arguments checked by
+/// JsonSchema.Net.
 /// </summary>
 public sealed class ConstrainedToolCallTests
 {
@@ -21,8 +22,9 @@ public sealed class ConstrainedToolCallTests
 
     public sealed record Forecast(string City, int Degrees);
 
-    [Fact]
-    public async Task GetResponseAsyncOfT_UnderUseFunctionInvocation_ACallThenTheTypedAnswer()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task GetResponseAsyncOfT_UnderUseFunctionInvocation_ACallThenTheTypedAnswer(KvSessionBackend backend)
     {
         // Message 2 (system + user): the model calls the tool; message 4 (+ call + result): it answers as JSON.
         var path = TestModels.PathOf(ModelKitOptions.Tiny with
@@ -34,7 +36,7 @@ public sealed class ConstrainedToolCallTests
                 [4] = """{"city":"Paris","degrees":18}""",
             },
         });
-        using var client = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 1 });
+        using var client = new KvChatClient(path, new KvChatClientOptions { MaxSessions = 1, SessionBackend = backend });
         var traces = new List<ReplyTrace>();
         client.Trace = traces.Add;
         var invoked = new List<string>();
@@ -54,10 +56,11 @@ public sealed class ConstrainedToolCallTests
         Assert.Equal(traces[0].SessionTokens.Length, traces[1].Cached); // The typed answer is served from the cache.
     }
 
-    [Fact]
-    public async Task JsonAndTools_AModelThatAnswersDirectly_GivesTheTypedAnswerWithoutACall()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task JsonAndTools_AModelThatAnswersDirectly_GivesTheTypedAnswerWithoutACall(KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = """{"city":"Rome","degrees":21}""" }));
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = """{"city":"Rome","degrees":21}""" }), new KvChatClientOptions { SessionBackend = backend });
         var tool = AIFunctionFactory.Create((string city) => "never", "get_forecast");
         using var agent = new ChatClientBuilder(client).UseFunctionInvocation().Build();
         var response = await agent.GetResponseAsync<Forecast>([new(ChatRole.User, "Rome?")], new ChatOptions { Tools = [tool] }, cancellationToken: TestContext.Current.CancellationToken);
@@ -67,14 +70,15 @@ public sealed class ConstrainedToolCallTests
         Assert.Empty(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
     }
 
+    public static TheoryData<ChatTemplateFamily, KvSessionBackend> Families()
+        => TestBackends.OnBoth([ChatTemplateFamily.ChatML, ChatTemplateFamily.Phi, ChatTemplateFamily.Llama3]);
+
     [Theory]
-    [InlineData(ChatTemplateFamily.ChatML)]
-    [InlineData(ChatTemplateFamily.Phi)]
-    [InlineData(ChatTemplateFamily.Llama3)]
-    public async Task JsonAndTools_RandomModel_EitherAValidCallOrValidJson(ChatTemplateFamily family)
+    [MemberData(nameof(Families))]
+    public async Task JsonAndTools_RandomModel_EitherAValidCallOrValidJson(ChatTemplateFamily family, KvSessionBackend backend)
     {
         const string Answer = """{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false}""";
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { TemplateFamily = family }));
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { TemplateFamily = family }), new KvChatClientOptions { SessionBackend = backend });
         for (var seed = 1; seed <= 4; seed++)
         {
             var response = await client.GetResponseAsync(
@@ -99,14 +103,21 @@ public sealed class ConstrainedToolCallTests
         }
     }
 
+    public static TheoryData<ChatTemplateFamily, string?, KvSessionBackend> RequiredCalls() => TestBackends.OnBoth<ChatTemplateFamily, string?>(
+    [
+        (ChatTemplateFamily.ChatML, null),
+        (ChatTemplateFamily.ChatML, "get_weather"),
+        (ChatTemplateFamily.Phi, null),
+        (ChatTemplateFamily.Llama3, "get_weather"),
+    ]);
+
     [Theory]
-    [InlineData(ChatTemplateFamily.ChatML, null)]
-    [InlineData(ChatTemplateFamily.ChatML, "get_weather")]
-    [InlineData(ChatTemplateFamily.Phi, null)]
-    [InlineData(ChatTemplateFamily.Llama3, "get_weather")]
-    public async Task RequiredCall_OnAModelThatWouldTalk_NameOfferedAndArgumentsValidate(ChatTemplateFamily family, string? required)
+    [MemberData(nameof(RequiredCalls))]
+    public async Task RequiredCall_OnAModelThatWouldTalk_NameOfferedAndArgumentsValidate(ChatTemplateFamily family, string? required, KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { TemplateFamily = family, Script = "I would rather just talk." }));
+        using var client = new KvChatClient(
+            TestModels.PathOf(ModelKitOptions.Tiny with { TemplateFamily = family, Script = "I would rather just talk." }),
+            new KvChatClientOptions { SessionBackend = backend });
         var other = AIFunctionFactory.CreateDeclaration("get_time", "Time.", JsonDocument.Parse("""{"type":"object","properties":{"zone":{"enum":["UTC","CET"]}},"required":["zone"]}""").RootElement);
         var response = await client.GetResponseAsync(
             [new(ChatRole.User, "Hi")],
@@ -126,10 +137,11 @@ public sealed class ConstrainedToolCallTests
         Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
     }
 
-    [Fact]
-    public async Task RequiredCall_ScriptedWithMalformedArguments_IsForcedIntoValidOnes()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task RequiredCall_ScriptedWithMalformedArguments_IsForcedIntoValidOnes(KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = Call("get_weather", """{"city": Paris, "days": 99}""") }));
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = Call("get_weather", """{"city": Paris, "days": 99}""") }), new KvChatClientOptions { SessionBackend = backend });
         var response = await client.GetResponseAsync(
             [new(ChatRole.User, "Weather?")], new ChatOptions { Tools = [Weather], ToolMode = ChatToolMode.RequireAny, MaxOutputTokens = 120 }, TestContext.Current.CancellationToken);
 
@@ -138,21 +150,23 @@ public sealed class ConstrainedToolCallTests
         ConstraintTestKit.AssertValid(WeatherSchema, JsonSerializer.Serialize(call.Arguments));
     }
 
-    [Fact]
-    public async Task AutoMode_WithoutJson_LeavesCallsFree()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task AutoMode_WithoutJson_LeavesCallsFree(KvSessionBackend backend)
     {
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = Call("get_weather", """{"city": "Paris", "days": 99}""") }));
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = Call("get_weather", """{"city": "Paris", "days": 99}""") }), new KvChatClientOptions { SessionBackend = backend });
         var response = await client.GetResponseAsync([new(ChatRole.User, "Weather?")], new ChatOptions { Tools = [Weather] }, TestContext.Current.CancellationToken);
 
         var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
         Assert.Equal(99, ((JsonElement)call.Arguments!["days"]!).GetInt32()); // Out of the schema's range: not constrained.
     }
 
-    [Fact]
-    public async Task AutoMode_WithConstrainToolArguments_TextStaysAndTheCallIsForcedValid()
+    [Theory]
+    [MemberData(nameof(TestBackends.Both), MemberType = typeof(TestBackends))]
+    public async Task AutoMode_WithConstrainToolArguments_TextStaysAndTheCallIsForcedValid(KvSessionBackend backend)
     {
         var script = "Let me check.\n" + Call("get_weather", """{"city": Paris, "days": 99}""");
-        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = script }), new KvChatClientOptions { ConstrainToolArguments = true });
+        using var client = new KvChatClient(TestModels.PathOf(ModelKitOptions.Tiny with { Script = script }), new KvChatClientOptions { ConstrainToolArguments = true, SessionBackend = backend });
         var response = await client.GetResponseAsync(
             [new(ChatRole.User, "Weather?")], new ChatOptions { Tools = [Weather], MaxOutputTokens = 150, AllowMultipleToolCalls = false }, TestContext.Current.CancellationToken);
 
