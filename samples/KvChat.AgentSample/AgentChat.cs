@@ -1,4 +1,3 @@
-using System.Globalization;
 using KvChat.Samples;
 using Microsoft.Agents.AI;
 using Microsoft.Extensions.AI;
@@ -39,77 +38,21 @@ internal static class AgentChat
 
     /// <summary>Runs the agent.</summary>
     /// <returns>0 when every turn was answered, 1 when the model or a turn failed, 2 on bad arguments.</returns>
-    public static async Task<int> RunAsync(string[] args)
+    public static Task<int> RunAsync(string[] args) => Sample.RunAsync(args);
+
+    private static readonly ScriptedChatSample Sample = new()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        string? modelPath = null, scriptPath = null, cacheDirectory = null;
-        var maxTokens = 128;
-        try
-        {
-            for (var i = 0; i < args.Length; i++)
-            {
-                switch (args[i])
-                {
-                    case "-h" or "--help":
-                        Console.WriteLine(Usage);
-                        return 0;
-                    case "--model":
-                        modelPath = Value(args, ref i);
-                        break;
-                    case "--script":
-                        scriptPath = Value(args, ref i);
-                        break;
-                    case "--cache-dir":
-                        cacheDirectory = Value(args, ref i);
-                        break;
-                    case "--max-tokens":
-                        var text = Value(args, ref i);
-                        maxTokens = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= 1
-                            ? n
-                            : throw new ArgumentException($"--max-tokens takes a whole number of at least 1, not '{text}'.");
-                        break;
-                    default:
-                        throw new ArgumentException($"Unknown argument '{args[i]}'.");
-                }
-            }
-
-            if (scriptPath is not null && !File.Exists(scriptPath))
-            {
-                throw new ArgumentException($"The script file '{scriptPath}' does not exist.");
-            }
-        }
-        catch (ArgumentException e)
-        {
-            Console.WriteLine($"error: {e.Message}");
-            Console.WriteLine(Usage);
-            return 2;
-        }
-
-        var questions = scriptPath is null
-            ? DefaultQuestions
-            : [.. File.ReadLines(scriptPath).Select(l => l.Trim()).Where(l => l.Length > 0)];
-        if (modelPath is null)
-        {
-            var options = ScriptedDemoModel.Options;
-            var (path, written) = DemoModel.Ensure(options, DemoModel.CacheRoot(cacheDirectory));
-            Console.WriteLine($"Scripted demo model ({DemoModel.Dimensions(options)}), {DemoModel.Origin(written)} {path}");
-            Console.WriteLine("Its replies are scripted for the default questions (it calls the tools as a real model would); "
-                + "the runtime, the KV cache and the cache lines are real. Run with --model PATH for a real model.");
-            modelPath = path;
-        }
-
-        try
-        {
-            await ChatAsync(modelPath, questions, maxTokens);
-            return 0;
-        }
-        catch (Exception e) when (e is OptionsValidationException or IOException or InvalidDataException or ArgumentException
-            or NotSupportedException or InvalidOperationException)
-        {
-            Console.WriteLine($"error: {e.Message}");
-            return 1;
-        }
-    }
+        Usage = Usage,
+        DefaultQuestions = DefaultQuestions,
+        DefaultMaxTokens = 128,
+        DemoOptions = _ => ScriptedDemoModel.Options,
+        DemoName = "Scripted demo model",
+        DemoNote = "Its replies are scripted for the default questions (it calls the tools as a real model would); "
+            + "the runtime, the KV cache and the cache lines are real. Run with --model PATH for a real model.",
+        ChatAsync = ChatAsync,
+        IsFailure = e => e is OptionsValidationException or IOException or InvalidDataException or ArgumentException
+            or NotSupportedException or InvalidOperationException,
+    };
 
     private static async Task ChatAsync(string modelPath, IEnumerable<string> questions, int maxTokens)
     {
@@ -145,17 +88,5 @@ internal static class AgentChat
             }
         }
         // README agent: end
-    }
-
-    private static string Value(string[] args, ref int i)
-    {
-        var name = args[i];
-        if (i + 1 >= args.Length)
-        {
-            throw new ArgumentException($"{name} needs a value.");
-        }
-
-        i++;
-        return args[i];
     }
 }

@@ -60,37 +60,20 @@ internal sealed record ChatArguments
             result = name switch
             {
                 "-h" or "--help" or "-?" => result with { ShowHelp = true },
-                "--model" => result with { ModelPath = Value(args, ref i) },
-                "--demo" => result with { DemoSize = DemoModel.CheckSize(Value(args, ref i)) },
-                "--cache-dir" => result with { CacheDirectory = Value(args, ref i) },
-                "--system" => result with { SystemPrompt = Value(args, ref i) },
-                "--max-tokens" => result with { MaxTokens = Int(name, Value(args, ref i), min: 1) },
-                "--temperature" => result with { Temperature = ParseTemperature(Value(args, ref i)) },
-                "--context" => result with { ContextTokens = Int(name, Value(args, ref i), min: 16) },
-                "--script" => result with { ScriptPath = Value(args, ref i) },
+                "--model" => result with { ModelPath = CommandLine.Value(args, ref i) },
+                "--demo" => result with { DemoSize = DemoModel.CheckSize(CommandLine.Value(args, ref i)) },
+                "--cache-dir" => result with { CacheDirectory = CommandLine.Value(args, ref i) },
+                "--system" => result with { SystemPrompt = CommandLine.Value(args, ref i) },
+                "--max-tokens" => result with { MaxTokens = CommandLine.WholeNumber(name, CommandLine.Value(args, ref i), min: 1) },
+                "--temperature" => result with { Temperature = ParseTemperature(CommandLine.Value(args, ref i)) },
+                "--context" => result with { ContextTokens = CommandLine.WholeNumber(name, CommandLine.Value(args, ref i), min: 16) },
+                "--script" => result with { ScriptPath = CommandLine.Value(args, ref i) },
                 _ => throw new ArgumentException($"Unknown argument '{name}'."),
             };
         }
 
         return result;
     }
-
-    private static string Value(IReadOnlyList<string> args, ref int i)
-    {
-        var name = args[i];
-        if (i + 1 >= args.Count)
-        {
-            throw new ArgumentException($"{name} needs a value.");
-        }
-
-        i++;
-        return args[i];
-    }
-
-    private static int Int(string name, string text, int min) =>
-        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) && value >= min
-            ? value
-            : throw new ArgumentException($"{name} takes a whole number of at least {min}, not '{text}'.");
 
     private static float ParseTemperature(string text) =>
         float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value >= 0 && float.IsFinite(value)

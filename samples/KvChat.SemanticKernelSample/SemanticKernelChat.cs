@@ -1,4 +1,3 @@
-using System.Globalization;
 using KvChat.Samples;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
@@ -41,81 +40,22 @@ internal static class SemanticKernelChat
 
     /// <summary>Runs the chat.</summary>
     /// <returns>0 when every turn was answered, 1 when the model or a turn failed, 2 on bad arguments.</returns>
-    public static async Task<int> RunAsync(string[] args)
+    public static Task<int> RunAsync(string[] args) => Sample.RunAsync(args);
+
+    private static readonly ScriptedChatSample Sample = new()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        string? modelPath = null, scriptPath = null, cacheDirectory = null;
-        var demoSize = "small";
-        var maxTokens = 96;
-        try
-        {
-            for (var i = 0; i < args.Length; i++)
-            {
-                switch (args[i])
-                {
-                    case "-h" or "--help":
-                        Console.WriteLine(Usage);
-                        return 0;
-                    case "--model":
-                        modelPath = Value(args, ref i);
-                        break;
-                    case "--script":
-                        scriptPath = Value(args, ref i);
-                        break;
-                    case "--cache-dir":
-                        cacheDirectory = Value(args, ref i);
-                        break;
-                    case "--demo":
-                        demoSize = DemoModel.CheckSize(Value(args, ref i));
-                        break;
-                    case "--max-tokens":
-                        var text = Value(args, ref i);
-                        maxTokens = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= 1
-                            ? n
-                            : throw new ArgumentException($"--max-tokens takes a whole number of at least 1, not '{text}'.");
-                        break;
-                    default:
-                        throw new ArgumentException($"Unknown argument '{args[i]}'.");
-                }
-            }
-
-            if (scriptPath is not null && !File.Exists(scriptPath))
-            {
-                throw new ArgumentException($"The script file '{scriptPath}' does not exist.");
-            }
-        }
-        catch (ArgumentException e)
-        {
-            Console.WriteLine($"error: {e.Message}");
-            Console.WriteLine(Usage);
-            return 2;
-        }
-
-        var questions = scriptPath is null
-            ? DefaultQuestions
-            : [.. File.ReadLines(scriptPath).Select(l => l.Trim()).Where(l => l.Length > 0)];
-        if (modelPath is null)
-        {
-            var options = DemoModel.OptionsFor(demoSize);
-            var (path, written) = DemoModel.Ensure(options, DemoModel.CacheRoot(cacheDirectory));
-            Console.WriteLine($"Demo model ({DemoModel.Dimensions(options)}), {DemoModel.Origin(written)} {path}");
-            Console.WriteLine("Its weights are random: it will not call the units plugin's functions sensibly (most likely not at all), "
-                + "and its words mean nothing. The cache lines are real. Run with --model PATH for a real model that calls the tools.");
-            modelPath = path;
-        }
-
-        try
-        {
-            await ChatAsync(modelPath, questions, maxTokens);
-            return 0;
-        }
-        catch (Exception e) when (e is OptionsValidationException or IOException or InvalidDataException or ArgumentException
-            or NotSupportedException or InvalidOperationException or KernelException)
-        {
-            Console.WriteLine($"error: {e.Message}");
-            return 1;
-        }
-    }
+        Usage = Usage,
+        DefaultQuestions = DefaultQuestions,
+        DefaultMaxTokens = 96,
+        TakesDemoSize = true,
+        DemoOptions = DemoModel.OptionsFor,
+        DemoName = "Demo model",
+        DemoNote = "Its weights are random: it will not call the units plugin's functions sensibly (most likely not at all), "
+            + "and its words mean nothing. The cache lines are real. Run with --model PATH for a real model that calls the tools.",
+        ChatAsync = ChatAsync,
+        IsFailure = e => e is OptionsValidationException or IOException or InvalidDataException or ArgumentException
+            or NotSupportedException or InvalidOperationException or KernelException,
+    };
 
     private static async Task ChatAsync(string modelPath, IEnumerable<string> questions, int maxTokens)
     {
@@ -146,17 +86,5 @@ internal static class SemanticKernelChat
             Console.WriteLine($"[{turn + 1}] input {usage?.InputTokenCount} | cached {usage?.CachedInputTokenCount} | prefilled {prefilled} | output {usage?.OutputTokenCount}");
         }
         // README Semantic Kernel: end
-    }
-
-    private static string Value(string[] args, ref int i)
-    {
-        var name = args[i];
-        if (i + 1 >= args.Length)
-        {
-            throw new ArgumentException($"{name} needs a value.");
-        }
-
-        i++;
-        return args[i];
     }
 }

@@ -106,6 +106,11 @@ internal static class ChatCompletionRequestMapper
             throw OpenAIError.Bad(at + ".tool_calls", $"'{at}.tool_calls' is only allowed on assistant messages.");
         }
 
+        if (role is not "assistant" && message.ReasoningContent is not null)
+        {
+            throw OpenAIError.Bad(at + ".reasoning_content", $"'{at}.reasoning_content' is only allowed on assistant messages.");
+        }
+
         if (role is not "tool" && message.ToolCallId is not null)
         {
             throw OpenAIError.Bad(at + ".tool_call_id", $"'{at}.tool_call_id' is only allowed on tool messages.");
@@ -115,9 +120,20 @@ internal static class ChatCompletionRequestMapper
         return result;
     }
 
+    /// <summary>
+    /// An assistant message: its reasoning (<c>reasoning_content</c>, kept even when empty, as Hugging Face's templates
+    /// tell an empty string from none), its text and its tool calls; the client renders the reasoning the way the
+    /// model's template does.
+    /// </summary>
     private static ChatMessage Assistant(RequestMessage message, string at)
     {
-        var contents = Texts(message.Content, at, required: message.ToolCalls is not { Count: > 0 });
+        var reasoning = message.ReasoningContent;
+        var contents = Texts(message.Content, at, required: message.ToolCalls is not { Count: > 0 } && reasoning is null);
+        if (reasoning is not null)
+        {
+            contents.Insert(0, new TextReasoningContent(reasoning));
+        }
+
         if (message.ToolCalls is { } calls)
         {
             for (var j = 0; j < calls.Count; j++)

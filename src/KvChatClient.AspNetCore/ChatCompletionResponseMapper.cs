@@ -13,26 +13,20 @@ internal static class ChatCompletionResponseMapper
         var contents = response.Messages.SelectMany(m => m.Contents).ToList();
         var calls = contents.OfType<FunctionCallContent>().Select(c => ToolCallOf(c, index: null)).ToList();
         var text = string.Concat(contents.OfType<TextContent>().Select(t => t.Text));
-        return new ChatCompletion
+        var reasoning = string.Concat(contents.OfType<TextReasoningContent>().Select(r => r.Text));
+        var message = new AssistantMessage
         {
-            Id = CompletionId(response.ResponseId),
-            Created = Created(response.CreatedAt),
-            Model = model,
-            Choices =
-            [
-                new CompletionChoice
-                {
-                    Message = new AssistantMessage
-                    {
-                        Content = calls.Count > 0 && text.Length == 0 ? null : text,
-                        ToolCalls = calls.Count > 0 ? calls : null,
-                    },
-                    FinishReason = FinishReason(response.FinishReason, calls.Count > 0),
-                },
-            ],
-            Usage = UsageOf(response.Usage),
+            Content = calls.Count > 0 && text.Length == 0 ? null : text,
+            ReasoningContent = reasoning.Length > 0 ? reasoning : null,
+            ToolCalls = calls.Count > 0 ? calls : null,
         };
+        var choice = new Choice { Message = message, FinishReason = FinishReason(response.FinishReason, calls.Count > 0) };
+        return Reply(ChatCompletion.WholeObject, CompletionId(response.ResponseId), Created(response.CreatedAt), model, [choice], UsageOf(response.Usage));
     }
+
+    /// <summary>A reply object: the whole reply, or a chunk of a streamed one (all chunks share the id and the time).</summary>
+    public static ChatCompletion Reply(string kind, string id, long created, string model, List<Choice> choices, Usage? usage) =>
+        new() { Object = kind, Id = id, Created = created, Model = model, Choices = choices, Usage = usage };
 
     /// <summary>OpenAI's finish reasons; a reply that ends in tool calls says <c>tool_calls</c> even if the client said stop.</summary>
     public static string FinishReason(ChatFinishReason? reason, bool calledTools)

@@ -8,9 +8,10 @@ namespace KvChat.AspNetCore;
 
 /// <summary>
 /// Writes a streamed reply as OpenAI does: <c>data: {chunk}</c> events, the role in the first chunk, each piece of
-/// text as a <c>delta.content</c>, each tool call as an opening delta (index, id, name, empty arguments) and a delta
-/// with its arguments, a chunk with an empty delta and the <c>finish_reason</c>, the usage chunk with no choices when
-/// <c>stream_options.include_usage</c> asks for it, and <c>data: [DONE]</c>.
+/// text as a <c>delta.content</c>, each piece of a reasoning model's reasoning as a <c>delta.reasoning_content</c> (as
+/// OpenAI-compatible servers for reasoning models write it), each tool call as an opening delta (index, id, name,
+/// empty arguments) and a delta with its arguments, a chunk with an empty delta and the <c>finish_reason</c>, the
+/// usage chunk with no choices when <c>stream_options.include_usage</c> asks for it, and <c>data: [DONE]</c>.
 /// </summary>
 /// <remarks>
 /// Written by hand over <see cref="HttpResponse.Body"/> rather than with <c>TypedResults.ServerSentEvents</c>, because
@@ -47,7 +48,7 @@ internal sealed class ChatCompletionStreamWriter
         _response.ContentType = "text/event-stream";
         _response.Headers.CacheControl = "no-cache";
         _response.HttpContext.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        await WriteAsync(new Delta { Role = "assistant", Content = string.Empty }, finishReason: null, cancellationToken).ConfigureAwait(false);
+        await WriteAsync(new MessageDelta { Role = "assistant", Content = string.Empty }, finishReason: null, cancellationToken).ConfigureAwait(false);
     }
 
     public async Task WriteAsync(ChatResponseUpdate update, CancellationToken cancellationToken)
@@ -58,14 +59,17 @@ internal sealed class ChatCompletionStreamWriter
             switch (content)
             {
                 case TextContent { Text.Length: > 0 } text:
-                    await WriteAsync(new Delta { Content = text.Text }, finishReason: null, cancellationToken).ConfigureAwait(false);
+                    await WriteAsync(new MessageDelta { Content = text.Text }, finishReason: null, cancellationToken).ConfigureAwait(false);
+                    break;
+                case TextReasoningContent { Text.Length: > 0 } reasoning:
+                    await WriteAsync(new MessageDelta { ReasoningContent = reasoning.Text }, finishReason: null, cancellationToken).ConfigureAwait(false);
                     break;
                 case FunctionCallContent call:
                     var index = _toolCalls++;
                     var opening = new ToolCall { Index = index, Id = call.CallId, Type = "function", Function = new FunctionCall { Name = call.Name, Arguments = string.Empty } };
                     var arguments = new ToolCall { Index = index, Function = new FunctionCall { Arguments = ChatCompletionResponseMapper.ArgumentsJson(call) } };
-                    await WriteAsync(new Delta { ToolCalls = [opening] }, finishReason: null, cancellationToken).ConfigureAwait(false);
-                    await WriteAsync(new Delta { ToolCalls = [arguments] }, finishReason: null, cancellationToken).ConfigureAwait(false);
+                    await WriteAsync(new MessageDelta { ToolCalls = [opening] }, finishReason: null, cancellationToken).ConfigureAwait(false);
+                    await WriteAsync(new MessageDelta { ToolCalls = [arguments] }, finishReason: null, cancellationToken).ConfigureAwait(false);
                     break;
                 case UsageContent usage:
                     _usage = usage.Details;
@@ -78,7 +82,7 @@ internal sealed class ChatCompletionStreamWriter
     public async Task FinishAsync(CancellationToken cancellationToken)
     {
         var reason = ChatCompletionResponseMapper.FinishReason(_finishReason, _toolCalls > 0);
-        await WriteAsync(new Delta(), reason, cancellationToken).ConfigureAwait(false);
+        await WriteAsync(new MessageDelta(), reason, cancellationToken).ConfigureAwait(false);
         if (_includeUsage)
         {
             await WriteAsync(Chunk([], ChatCompletionResponseMapper.UsageOf(_usage)), cancellationToken).ConfigureAwait(false);
@@ -97,16 +101,16 @@ internal sealed class ChatCompletionStreamWriter
         await _response.Body.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private Task WriteAsync(Delta delta, string? finishReason, CancellationToken cancellationToken) =>
-        WriteAsync(Chunk([new ChunkChoice { Delta = delta, FinishReason = finishReason }], usage: null), cancellationToken);
+    private Task WriteAsync(MessageDelta delta, string? finishReason, CancellationToken cancellationToken) =>
+        WriteAsync(Chunk([new Choice { Delta = delta, FinishReason = finishReason }], usage: null), cancellationToken);
 
-    private ChatCompletionChunk Chunk(List<ChunkChoice> choices, Usage? usage) =>
-        new() { Id = _id!, Created = _created, Model = _model, Choices = choices, Usage = usage };
+    private ChatCompletion Chunk(List<Choice> choices, Usage? usage) =>
+        ChatCompletionResponseMapper.Reply(ChatCompletion.ChunkObject, _id!, _created, _model, choices, usage);
 
-    private async Task WriteAsync(ChatCompletionChunk chunk, CancellationToken cancellationToken)
+    private async Task WriteAsync(ChatCompletion chunk, CancellationToken cancellationToken)
     {
         await _response.Body.WriteAsync(DataPrefix, cancellationToken).ConfigureAwait(false);
-        await JsonSerializer.SerializeAsync(_response.Body, chunk, OpenAIJsonContext.Default.ChatCompletionChunk, cancellationToken).ConfigureAwait(false);
+        await JsonSerializer.SerializeAsync(_response.Body, chunk, OpenAIJsonContext.Default.ChatCompletion, cancellationToken).ConfigureAwait(false);
         await _response.Body.WriteAsync(EventEnd, cancellationToken).ConfigureAwait(false);
         await _response.Body.FlushAsync(cancellationToken).ConfigureAwait(false);
     }

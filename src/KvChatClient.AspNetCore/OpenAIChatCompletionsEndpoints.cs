@@ -28,7 +28,10 @@ public static partial class OpenAIChatCompletionsEndpointRouteBuilderExtensions
     /// <remarks>
     /// The request's messages and options become <see cref="ChatMessage"/>s and <see cref="ChatOptions"/>; a field
     /// that cannot be honoured is a 400 naming it, an unknown model a 404, a fault of the server a 500, each in
-    /// OpenAI's error shape. The usage reports <c>prompt_tokens_details.cached_tokens</c> from
+    /// OpenAI's error shape. A reasoning model's <see cref="TextReasoningContent"/> is written as
+    /// <c>message.reasoning_content</c> (streamed: <c>delta.reasoning_content</c> chunks), as OpenAI-compatible servers
+    /// for reasoning models write it, and <c>reasoning_content</c> on an assistant message of the history is read back
+    /// as its <see cref="TextReasoningContent"/>. The usage reports <c>prompt_tokens_details.cached_tokens</c> from
     /// <see cref="UsageDetails.CachedInputTokenCount"/>. A client that disconnects cancels the generation. Only
     /// loopback clients are served unless <see cref="OpenAIChatCompletionsOptions.AllowRemoteClients"/> is set.
     /// </remarks>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.RegularExpressions;
 using KvChat.AgentSample;
 using KvChat.Samples;
@@ -11,7 +10,7 @@ namespace KvChat.Samples.Tests;
 /// <c>ChatClientAgent</c>). Runs alone: the sample writes to <see cref="Console.Out"/>, which these tests redirect.
 /// </summary>
 [Collection(nameof(EnvironmentVariables))]
-public sealed partial class AgentSampleTests
+public sealed class AgentSampleTests
 {
     /// <summary>One cache folder for the class: the scripted demo model is written once and reused.</summary>
     private static readonly Lazy<string> Cache = new(ConsoleChatTests.TemporaryDirectory);
@@ -63,50 +62,7 @@ public sealed partial class AgentSampleTests
         Assert.NotEqual(DemoModel.FolderName(DemoModel.Small), DemoModel.FolderName(ScriptedDemoModel.Options));
     }
 
-    [Theory]
-    [InlineData("--max-tokens", "0")]
-    [InlineData("--no-such-option", "1")]
-    [InlineData("--script", "/no/such/file.txt")]
-    public async Task BadArguments_ExitTwo(string name, string value)
-    {
-        var (code, output) = await RunAsync([name, value]);
+    private static Task<(int Code, string Output)> RunAsync(string[] args) => ScriptedSamples.RunAsync(AgentChat.RunAsync, args);
 
-        Assert.Equal(2, code);
-        Assert.Contains("Usage:", output, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task MissingModelFolder_ExitsOneAndSaysWhy()
-    {
-        var (code, output) = await RunAsync(["--model", Path.Combine(ConsoleChatTests.TemporaryDirectory(), "nothing-here")]);
-
-        Assert.Equal(1, code);
-        Assert.Contains("nothing-here", output, StringComparison.Ordinal);
-    }
-
-    private static async Task<(int Code, string Output)> RunAsync(string[] args)
-    {
-        var output = new StringWriter();
-        var console = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            var code = await AgentChat.RunAsync(args);
-            return (code, output.ToString().ReplaceLineEndings("\n"));
-        }
-        finally
-        {
-            Console.SetOut(console);
-        }
-    }
-
-    private static List<(string Step, long Input, long Cached, long Prefilled)> CacheLines(string output) =>
-        [.. CacheLine().Matches(output).Select(m => (
-            m.Groups["step"].Value,
-            long.Parse(m.Groups["input"].Value, CultureInfo.InvariantCulture),
-            long.Parse(m.Groups["cached"].Value, CultureInfo.InvariantCulture),
-            long.Parse(m.Groups["prefilled"].Value, CultureInfo.InvariantCulture)))];
-
-    [GeneratedRegex(@"^\[(?<step>\d+\.\d+)\] input (?<input>\d+) \| cached (?<cached>\d+) \| prefilled (?<prefilled>\d+) \| output \d+$", RegexOptions.Multiline)]
-    private static partial Regex CacheLine();
+    private static List<(string Step, long Input, long Cached, long Prefilled)> CacheLines(string output) => ScriptedSamples.CacheLines(output);
 }

@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text.RegularExpressions;
 using KvChat.ModelKit;
 using KvChat.SemanticKernelSample;
 using KvChat.Testing;
@@ -12,7 +10,7 @@ namespace KvChat.Samples.Tests;
 /// tests redirect.
 /// </summary>
 [Collection(nameof(EnvironmentVariables))]
-public sealed partial class SemanticKernelSampleTests
+public sealed class SemanticKernelSampleTests
 {
     private static string Call(string name, string argument, int value)
         => $"<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"{argument}\": {value}}}}}\n</tool_call>";
@@ -45,7 +43,7 @@ public sealed partial class SemanticKernelSampleTests
         Assert.Contains("assistant> 21 C is 69.8 F.", output, StringComparison.Ordinal);
         Assert.Contains("assistant> 42 km is 26.1 miles.", output, StringComparison.Ordinal);
         var turns = CacheLines(output);
-        Assert.Equal([1, 2, 3], turns.Select(t => t.Turn));
+        Assert.Equal(["1", "2", "3"], turns.Select(t => t.Step));
         Assert.True(turns[1].Cached > 0, output);
         Assert.True(turns[2].Cached > turns[2].Prefilled, output);
         Assert.All(turns, t => Assert.Equal(t.Input, t.Cached + t.Prefilled));
@@ -77,51 +75,7 @@ public sealed partial class SemanticKernelSampleTests
         Assert.Contains("assistant> 21 C is 69.8 F.", output, StringComparison.Ordinal);
     }
 
-    [Theory]
-    [InlineData("--max-tokens", "0")]
-    [InlineData("--demo", "huge")]
-    [InlineData("--no-such-option", "1")]
-    [InlineData("--script", "/no/such/file.txt")]
-    public async Task BadArguments_ExitTwo(string name, string value)
-    {
-        var (code, output) = await RunAsync([name, value]);
+    private static Task<(int Code, string Output)> RunAsync(string[] args) => ScriptedSamples.RunAsync(SemanticKernelChat.RunAsync, args);
 
-        Assert.Equal(2, code);
-        Assert.Contains("Usage:", output, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task MissingModelFolder_ExitsOneAndSaysWhy()
-    {
-        var (code, output) = await RunAsync(["--model", Path.Combine(ConsoleChatTests.TemporaryDirectory(), "nothing-here")]);
-
-        Assert.Equal(1, code);
-        Assert.Contains("nothing-here", output, StringComparison.Ordinal);
-    }
-
-    private static async Task<(int Code, string Output)> RunAsync(string[] args)
-    {
-        var output = new StringWriter();
-        var console = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            var code = await SemanticKernelChat.RunAsync(args);
-            return (code, output.ToString());
-        }
-        finally
-        {
-            Console.SetOut(console);
-        }
-    }
-
-    private static List<(int Turn, long Input, long Cached, long Prefilled)> CacheLines(string output) =>
-        [.. CacheLine().Matches(output).Select(m => (
-            int.Parse(m.Groups["turn"].Value, CultureInfo.InvariantCulture),
-            long.Parse(m.Groups["input"].Value, CultureInfo.InvariantCulture),
-            long.Parse(m.Groups["cached"].Value, CultureInfo.InvariantCulture),
-            long.Parse(m.Groups["prefilled"].Value, CultureInfo.InvariantCulture)))];
-
-    [GeneratedRegex(@"^\[(?<turn>\d+)\] input (?<input>\d+) \| cached (?<cached>\d+) \| prefilled (?<prefilled>\d+) \| output \d+$", RegexOptions.Multiline)]
-    private static partial Regex CacheLine();
+    private static List<(string Step, long Input, long Cached, long Prefilled)> CacheLines(string output) => ScriptedSamples.CacheLines(output);
 }

@@ -10,6 +10,7 @@ namespace KvChat.AspNetCore.Tests;
 /// not, a tool call round trip, a JSON-schema response, typed errors and a cancelled stream, asserting each. npm
 /// installs the package (pinned in <c>node/package.json</c>) into <c>node/node_modules</c>, which git ignores.
 /// </summary>
+[Collection(nameof(NodeClients))]
 public sealed class NodeOpenAIClientTests(OpenAIServer server) : IClassFixture<OpenAIServer>
 {
     private static readonly string Folder = typeof(NodeOpenAIClientTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
@@ -20,8 +21,7 @@ public sealed class NodeOpenAIClientTests(OpenAIServer server) : IClassFixture<O
     [Fact]
     public async Task NodeOpenAIPackage_TwoTurnsToolsJsonSchemaAndCancel_AllWork()
     {
-        var install = await RunAsync("npm", ["install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"], [], TimeSpan.FromMinutes(3));
-        Assert.True(install.ExitCode == 0, $"npm install failed:\n{install.Output}");
+        await InstallAsync();
 
         var streamsBefore = server.Observed.Streams.Count;
         server.Observed.StreamDelay = TimeSpan.FromMilliseconds(30);
@@ -55,7 +55,26 @@ public sealed class NodeOpenAIClientTests(OpenAIServer server) : IClassFixture<O
         Assert.InRange(last.Updates, 2, OpenAIServer.Reply.Length - 5);
     }
 
-    private static async Task<(int ExitCode, string Output)> RunAsync(
+    /// <summary>Installs the npm <c>openai</c> package into <c>node/node_modules</c> (a no-op when it is there).</summary>
+    /// <remarks>One install at a time: test classes that run node in parallel share the folder.</remarks>
+    internal static async Task InstallAsync()
+    {
+        await InstallLock.WaitAsync(Cancel);
+        try
+        {
+            var install = await RunAsync("npm", ["install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"], [], TimeSpan.FromMinutes(3));
+            Assert.True(install.ExitCode == 0, $"npm install failed:\n{install.Output}");
+        }
+        finally
+        {
+            InstallLock.Release();
+        }
+    }
+
+    private static readonly SemaphoreSlim InstallLock = new(1, 1);
+
+    /// <summary>Runs a program in the node client's folder; returns its exit code and its output.</summary>
+    internal static async Task<(int ExitCode, string Output)> RunAsync(
         string program, string[] arguments, KeyValuePair<string, string>[] environment, TimeSpan timeout)
     {
         var start = new ProcessStartInfo(program) { WorkingDirectory = Folder, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -87,3 +106,10 @@ public sealed class NodeOpenAIClientTests(OpenAIServer server) : IClassFixture<O
         return (process.ExitCode, await output + await error);
     }
 }
+
+/// <summary>
+/// The test classes that run node, one at a time: the cancelled stream counts the pieces that arrive before the abort,
+/// which a second node process on the same cores makes late.
+/// </summary>
+[CollectionDefinition(nameof(NodeClients))]
+public sealed class NodeClients;

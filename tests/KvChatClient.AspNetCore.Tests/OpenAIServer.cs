@@ -15,9 +15,9 @@ namespace KvChat.AspNetCore.Tests;
 /// A real server for OpenAI clients: <c>MapOpenAIChatCompletions()</c> over KvChatClient on a scripted kit model, on a
 /// free loopback port. The model answers every prompt with <see cref="Reply"/>, except a prompt of two messages
 /// (a system message, which a tools block always renders, and the question), which it answers with a call of
-/// <c>get_weather</c> for Paris.
+/// <c>get_weather</c> for Paris. A derived fixture serves another model the same way.
 /// </summary>
-public sealed class OpenAIServer : IAsyncLifetime
+public class OpenAIServer : IAsyncLifetime
 {
     /// <summary>What the model says: JSON, so that a JSON-schema request gets exactly it under constrained decoding.</summary>
     public const string Reply = """{"city":"Paris","celsius":18}""";
@@ -37,7 +37,16 @@ public sealed class OpenAIServer : IAsyncLifetime
         },
     };
 
+    private readonly Func<ModelKitOptions> _model;
     private WebApplication? _app;
+
+    public OpenAIServer()
+        : this(() => Model)
+    {
+    }
+
+    /// <summary>A server over a model of the given kit options (created when the server starts).</summary>
+    protected OpenAIServer(Func<ModelKitOptions> model) => _model = model;
 
     /// <summary>The base address OpenAI clients take: <c>http://127.0.0.1:PORT/v1</c>.</summary>
     public Uri Endpoint { get; private set; } = null!;
@@ -50,7 +59,7 @@ public sealed class OpenAIServer : IAsyncLifetime
         var builder = WebApplication.CreateBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
-        builder.Services.AddKvChatClient(TestModels.PathOf(Model), o =>
+        builder.Services.AddKvChatClient(TestModels.PathOf(_model()), o =>
         {
             o.ModelId = ModelName;
             o.MaxSessions = 2;
@@ -69,6 +78,8 @@ public sealed class OpenAIServer : IAsyncLifetime
             await _app.StopAsync(CancellationToken.None);
             await _app.DisposeAsync();
         }
+
+        GC.SuppressFinalize(this);
     }
 
     /// <summary>Plain HTTP to the server, for what no SDK shows (status codes, raw events).</summary>

@@ -27,11 +27,7 @@ public sealed class WireFormatTests(OpenAIServer server) : IClassFixture<OpenAIS
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
-        var text = await response.Content.ReadAsStringAsync(Cancel);
-        var events = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
-        Assert.All(events, e => Assert.StartsWith("data: ", e, StringComparison.Ordinal));
-        Assert.Equal("data: [DONE]", events[^1]);
-        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement).ToList();
+        var chunks = ServerSentEvents.Chunks(await response.Content.ReadAsStringAsync(Cancel));
 
         Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", c.GetProperty("object").GetString()));
         Assert.Single(chunks.Select(c => c.GetProperty("id").GetString()).Distinct());
@@ -93,6 +89,8 @@ public sealed class WireFormatTests(OpenAIServer server) : IClassFixture<OpenAIS
     [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi"},{"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}""", 400, "messages[1].tool_calls[0].function.arguments")]
     [InlineData("""{"model":"M","messages":[{"role":"tool","content":"18C"}]}""", 400, "messages[0].tool_call_id")]
     [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi","colour":"red"}]}""", 400, "messages[0].colour")]
+    [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi","reasoning_content":"Hmm."}]}""", 400, "messages[0].reasoning_content")]
+    [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello","reasoning_content":7},{"role":"user","content":"Hi"}]}""", 400, "messages[1].reasoning_content")]
     [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi"}],"temperature":3}""", 400, "temperature")]
     [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi"}],"temperature":"hot"}""", 400, "temperature")]
     [InlineData("""{"model":"M","messages":[{"role":"user","content":"Hi"}],"top_p":1.5}""", 400, "top_p")]

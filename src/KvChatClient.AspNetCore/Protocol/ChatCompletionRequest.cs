@@ -77,6 +77,12 @@ internal sealed class RequestMessage
 
     public string? ToolCallId { get; set; }
 
+    /// <summary>
+    /// An assistant's reasoning, as OpenAI-compatible servers for reasoning models write it in their replies and clients
+    /// send it back in the history: it becomes the message's <c>TextReasoningContent</c>.
+    /// </summary>
+    public string? ReasoningContent { get; set; }
+
     /// <summary>An assistant's refusal text, echoed back by clients: accepted when null.</summary>
     public string? Refusal { get; set; }
 

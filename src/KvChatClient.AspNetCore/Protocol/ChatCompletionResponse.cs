@@ -5,47 +5,78 @@ namespace KvChat.AspNetCore.Protocol;
 // What POST /v1/chat/completions answers: a chat.completion object, or chat.completion.chunk objects as server-sent
 // events. Null members are left out, except those OpenAI writes as null (marked JsonIgnoreCondition.Never).
 
-/// <summary>A whole reply (<c>"object": "chat.completion"</c>).</summary>
+/// <summary>
+/// A reply: a whole one (<see cref="WholeObject"/>, its choice holds the <see cref="Choice.Message"/>), or one
+/// server-sent event of a streamed one (<see cref="ChunkObject"/>, its choice holds a <see cref="Choice.Delta"/>; the
+/// usage chunk has no choice at all).
+/// </summary>
 internal sealed class ChatCompletion
 {
+    public const string WholeObject = "chat.completion";
+
+    public const string ChunkObject = "chat.completion.chunk";
+
     public required string Id { get; init; }
 
-    public string Object { get; init; } = "chat.completion";
+    public required string Object { get; init; }
 
     public required long Created { get; init; }
 
     public required string Model { get; init; }
 
-    public required List<CompletionChoice> Choices { get; init; }
+    public required List<Choice> Choices { get; init; }
 
     public Usage? Usage { get; init; }
 }
 
-/// <summary>The one choice of a reply.</summary>
-internal sealed class CompletionChoice
+/// <summary>The one choice: the whole message of a reply, or the change a chunk brings to it (then the finish reason is null until the end).</summary>
+internal sealed class Choice
 {
     public int Index { get; init; }
 
-    public required AssistantMessage Message { get; init; }
+    public AssistantMessage? Message { get; init; }
+
+    public MessageDelta? Delta { get; init; }
 
     [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
     public object? Logprobs { get; init; }
 
-    public required string FinishReason { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
+    public string? FinishReason { get; init; }
 }
 
-/// <summary>The assistant message of a reply: text, or tool calls with <c>content: null</c>.</summary>
-internal sealed class AssistantMessage
+/// <summary>
+/// What a chunk brings to the assistant message: the role (first chunk), a piece of reasoning or of text, or pieces of
+/// tool calls. What a chunk does not change is left out.
+/// </summary>
+/// <remarks>
+/// <c>reasoning_content</c> is not OpenAI's: it is what OpenAI-compatible servers for reasoning models (vLLM, SGLang,
+/// llama.cpp, DeepSeek's API) write, and what OpenAI clients that show reasoning read.
+/// </remarks>
+internal class MessageDelta
 {
-    public string Role { get; init; } = "assistant";
+    public string? Role { get; init; }
+
+    public virtual string? Content { get; init; }
+
+    public string? ReasoningContent { get; init; }
+
+    public List<ToolCall>? ToolCalls { get; init; }
+}
+
+/// <summary>
+/// The whole assistant message of a reply: the fields of a <see cref="MessageDelta"/>, with <c>content</c> and
+/// <c>refusal</c> written as null when there is none (a reply of tool calls has <c>content: null</c>), as OpenAI does.
+/// </summary>
+internal sealed class AssistantMessage : MessageDelta
+{
+    public AssistantMessage() => Role = "assistant";
 
     [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
-    public string? Content { get; init; }
+    public override string? Content { get; init; }
 
     [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
     public string? Refusal { get; init; }
-
-    public List<ToolCall>? ToolCalls { get; init; }
 }
 
 /// <summary>A tool call: in a reply, in a request's assistant message, or as a streamed delta (with its index).</summary>
@@ -84,46 +115,6 @@ internal sealed class Usage
 internal sealed class PromptTokensDetails
 {
     public long CachedTokens { get; init; }
-}
-
-/// <summary>One server-sent event of a streamed reply (<c>"object": "chat.completion.chunk"</c>).</summary>
-internal sealed class ChatCompletionChunk
-{
-    public required string Id { get; init; }
-
-    public string Object { get; init; } = "chat.completion.chunk";
-
-    public required long Created { get; init; }
-
-    public required string Model { get; init; }
-
-    public required List<ChunkChoice> Choices { get; init; }
-
-    public Usage? Usage { get; init; }
-}
-
-/// <summary>The change a chunk brings to the one choice.</summary>
-internal sealed class ChunkChoice
-{
-    public int Index { get; init; }
-
-    public required Delta Delta { get; init; }
-
-    [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
-    public object? Logprobs { get; init; }
-
-    [JsonIgnore(Condition = JsonIgnoreCondition.Never)]
-    public string? FinishReason { get; init; }
-}
-
-/// <summary>The role (first chunk), a piece of text, or pieces of tool calls.</summary>
-internal sealed class Delta
-{
-    public string? Role { get; init; }
-
-    public string? Content { get; init; }
-
-    public List<ToolCall>? ToolCalls { get; init; }
 }
 
 /// <summary><c>GET /v1/models</c>.</summary>

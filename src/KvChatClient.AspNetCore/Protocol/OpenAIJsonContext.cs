@@ -11,7 +11,6 @@ namespace KvChat.AspNetCore.Protocol;
     ReadCommentHandling = JsonCommentHandling.Disallow)]
 [JsonSerializable(typeof(ChatCompletionRequest))]
 [JsonSerializable(typeof(ChatCompletion))]
-[JsonSerializable(typeof(ChatCompletionChunk))]
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(ModelInfo))]
 [JsonSerializable(typeof(ErrorResponse))]

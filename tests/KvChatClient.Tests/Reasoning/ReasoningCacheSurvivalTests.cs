@@ -2,10 +2,8 @@ using System.ComponentModel;
 using System.Globalization;
 using System.Text;
 using KvChat;
-using KvChat.ModelKit;
 using KvChat.Testing;
 using Microsoft.Extensions.AI;
-using Microsoft.ML.OnnxRuntimeGenAI;
 using Xunit;
 
 namespace KvChatClient.Tests.Reasoning;
@@ -43,32 +41,22 @@ public sealed class ReasoningCacheSurvivalTests
 
     private sealed record Turn(int Prompt, int Cached, int Prefilled, int Output);
 
-    private sealed record Ids(int[] Reasoned, int[] Plain, int[] ClosedThenAnswer, int[] ReasonedCall, int GenerationPromptLength, int ReasoningTokens);
+    private sealed record Ids(int[] Reasoned, int[] Plain, int[] ClosedThenAnswer, int[] ReasonedCall, int ReasoningTokens);
 
     private static readonly Lazy<Ids> Encoded = new(Encode);
 
-    private static string PlainQwen3 => TestModels.PathOf(RealTokenizers.Tiny(RealTokenizers.Qwen3, contextLength: 4096));
-
     private static Ids Encode()
     {
-        using var model = new Model(PlainQwen3);
-        using var tokenizer = new Tokenizer(model);
-        int[] E(string text)
-        {
-            using var s = tokenizer.Encode(text);
-            return s[0].ToArray();
-        }
-
-        var reasoned = E($"<think>\n{Reasoning}\n</think>\n\n{Answer}");
-        var call = E($"<think>\n{Reasoning}\n</think>\n\n<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}\n</tool_call>");
-        return new Ids(reasoned, E(Answer), [.. E("<think>\n\n</think>\n\n"), .. E(Answer)], call, E("<|im_start|>assistant\n").Length, reasoned.Length - E(Answer).Length);
+        var ids = Qwen3Scripts.Encode(
+            $"<think>\n{Reasoning}\n</think>\n\n{Answer}",
+            Answer,
+            "<think>\n\n</think>\n\n",
+            $"<think>\n{Reasoning}\n</think>\n\n<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Paris\"}}}}\n</tool_call>");
+        return new Ids(ids[0], ids[1], [.. ids[2], .. ids[1]], ids[3], ids[0].Length - ids[1].Length);
     }
 
     private static string Saying(int[] reply, IReadOnlyDictionary<int, IReadOnlyList<int>>? byCount = null)
-        => TestModels.PathOf(RealTokenizers.Tiny(RealTokenizers.Qwen3, contextLength: 4096) with
-        {
-            TokenScript = new TokenScript("<|im_start|>", Encoded.Value.GenerationPromptLength, reply) { ByMessageCount = byCount },
-        });
+        => TestModels.PathOf(Qwen3Scripts.Saying(reply, byCount, contextLength: 4096));
 
     private static async Task<List<Turn>> Converse(string model, ChatOptions options)
     {

@@ -2,7 +2,6 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using KvChat;
-using KvChat.ModelKit;
 using KvChat.Testing;
 using KvChat.Tests;
 using KvChat.Tests.RealFamilies;
@@ -27,26 +26,18 @@ public sealed class ReasoningEndToEndTests
 
     private static readonly Lazy<Qwen3Ids> Ids = new(EncodeQwen3);
 
-    private sealed record Qwen3Ids(int[] Reasoned, int[] AnswerOnly, int[] AfterClosedThink, int GenerationPromptLength);
+    private sealed record Qwen3Ids(int[] Reasoned, int[] AnswerOnly, int[] AfterClosedThink);
 
-    private static string PlainQwen3 => TestModels.PathOf(RealTokenizers.Tiny(RealTokenizers.Qwen3));
+    private static string PlainQwen3 => TestModels.PathOf(Qwen3Scripts.Plain());
 
     private static Qwen3Ids EncodeQwen3()
     {
-        using var model = new Model(PlainQwen3);
-        using var tokenizer = new Tokenizer(model);
-        int[] Encode(string text)
-        {
-            using var s = tokenizer.Encode(text);
-            return s[0].ToArray();
-        }
-
-        return new Qwen3Ids(Encode(Reply), Encode(Answer), [.. Encode(ClosedThink), .. Encode(Answer)], Encode("<|im_start|>assistant\n").Length);
+        var ids = Qwen3Scripts.Encode(Reply, Answer, ClosedThink);
+        return new Qwen3Ids(ids[0], ids[1], [.. ids[2], .. ids[1]]);
     }
 
     /// <summary>A kit model over Qwen3's tokenizer that always says <paramref name="reply"/> (real Qwen3 ids).</summary>
-    internal static string Qwen3Saying(int[] reply)
-        => TestModels.PathOf(RealTokenizers.Tiny(RealTokenizers.Qwen3) with { TokenScript = new TokenScript("<|im_start|>", Ids.Value.GenerationPromptLength, reply) });
+    internal static string Qwen3Saying(int[] reply) => TestModels.PathOf(Qwen3Scripts.Saying(reply));
 
     internal static int[] ReasonedReply => Ids.Value.Reasoned;
 
