@@ -29,7 +29,7 @@ internal static partial class Log
     [LoggerMessage(21, LogLevel.Information, "Owned-KV backend: {Note}")]
     public static partial void OwnedLogits(ILogger logger, string note);
 
-    [LoggerMessage(10, LogLevel.Information, "{Backend} backend: {Note}")]
+    [LoggerMessage(22, LogLevel.Information, "{Backend} backend: {Note}")]
     public static partial void RowExactness(ILogger logger, KvSessionBackend backend, string note);
 
     [LoggerMessage(8, LogLevel.Debug, "The session starts from a copy of {Tokens} cached tokens of another session (no prefill).")]
