@@ -79,6 +79,7 @@ public sealed class ParkedMemoryTests
         Assert.Equal(parked.ByteSize, memory.FreeBytes); // Kept for the next park, once.
         Assert.Throws<ObjectDisposedException>(() => parked.Save(Stream.Null, prompt.Length));
         Assert.Throws<ObjectDisposedException>(() => session.CopyPrefixFrom(parked, prompt));
+        Assert.Equal(prompt, session.Tokens);
 
         // More blocks back than are kept: the rest are freed; the backend frees the kept ones; a copy that outlives it
         // is freed when it is disposed. Every allocation is freed exactly once.
@@ -104,9 +105,10 @@ public sealed class ParkedMemoryTests
         using (var harness = new OracleHarness(TinyPath, new KvChatClientOptions { MaxSessions = 1, SessionBackend = KvSessionBackend.Owned }))
         {
             backend = (OwnedBackend)harness.Client.SessionBackend;
-            List<ChatMessage> a = [new(ChatRole.System, "Shared."), new(ChatRole.User, "Conversation A")];
+            const string System = "A system prompt that both conversations share, long enough for a few index blocks.";
+            List<ChatMessage> a = [new(ChatRole.System, System), new(ChatRole.User, "Conversation A asks its first question here")];
             a.AddRange((await harness.AskAsync(a, new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken)).Messages);
-            await harness.AskAsync([new(ChatRole.System, "Shared."), new(ChatRole.User, "Conversation B")], new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken);
+            await harness.AskAsync([new(ChatRole.System, System), new(ChatRole.User, "Conversation B")], new ChatOptions { MaxOutputTokens = 6 }, TestContext.Current.CancellationToken);
             var stats = harness.Client.GetService<KvCacheStatistics>()!;
             Assert.Equal(1, stats.ParkedConversations);
             Assert.Equal(backend.ParkedMemory.LiveBytes, stats.ParkedBytes);
@@ -128,8 +130,9 @@ public sealed class ParkedMemoryTests
         // freed at once; nothing parked is held.
         using var tight = new KvChatClient(TinyPath, new KvChatClientOptions { MaxSessions = 1, SessionBackend = KvSessionBackend.Owned, MaxCacheBytes = bytesPerSession + 1024 });
         var tightBackend = (OwnedBackend)tight.SessionBackend;
-        await tight.GetResponseAsync([new(ChatRole.User, "Conversation A says something")], new ChatOptions { MaxOutputTokens = 4 }, TestContext.Current.CancellationToken);
-        await tight.GetResponseAsync([new(ChatRole.User, "Conversation B")], new ChatOptions { MaxOutputTokens = 4 }, TestContext.Current.CancellationToken);
+        const string Shared = "A system prompt that both conversations share, long enough for a few index blocks.";
+        await tight.GetResponseAsync([new(ChatRole.System, Shared), new(ChatRole.User, "Conversation A asks its first question here")], new ChatOptions { MaxOutputTokens = 4 }, TestContext.Current.CancellationToken);
+        await tight.GetResponseAsync([new(ChatRole.System, Shared), new(ChatRole.User, "Conversation B")], new ChatOptions { MaxOutputTokens = 4 }, TestContext.Current.CancellationToken);
         var tightStats = tight.GetService<KvCacheStatistics>()!;
         Assert.Equal(0, tightStats.ParkedConversations);
         Assert.True(tightStats.KvBytes <= bytesPerSession + 1024);

@@ -127,9 +127,9 @@ internal sealed class OwnedSession : IKvSession
         }
         else if (source is ParkedSession parked && ReferenceEquals(parked.Backend, _backend))
         {
+            using var kv = parked.AcquireKv(); // Before anything changes: a disposed copy throws and leaves this session as it was.
             _tokens.Clear();
             _logitsValid = false;
-            using var kv = parked.AcquireKv();
             _backend.WritePrefix(Slot, length, kv.Pointer, parked.TokenCount);
         }
         else
