@@ -187,6 +187,9 @@ public sealed partial class KvChatClient : IChatClient
     /// <summary>Gets the backend that holds the KV caches (never <see cref="KvSessionBackend.Auto"/>).</summary>
     internal KvSessionBackend Backend => _backend.Kind;
 
+    /// <summary>Gets the session backend itself (its memory and step counters).</summary>
+    internal IKvBackend SessionBackend => _backend;
+
     /// <summary>Test hook: called after every reply with its prompt, cached count, generated ids and the session's tokens.</summary>
     internal Action<ReplyTrace>? Trace { get; set; }
 

@@ -233,7 +233,8 @@ public sealed class OwnedBackendTests
         var stats = harness.Client.GetService<KvCacheStatistics>()!;
         Assert.Equal(1, stats.Sessions);
         Assert.Equal(1, stats.ParkedConversations);
-        Assert.Equal(heldByA * (long)ModelFolder.Read(TinyPath).KvBytesPerToken, stats.ParkedBytes);
+        var blockTokens = (heldByA + OwnedBackend.ParkedBlockTokens - 1) / OwnedBackend.ParkedBlockTokens * OwnedBackend.ParkedBlockTokens;
+        Assert.Equal(blockTokens * (long)ModelFolder.Read(TinyPath).KvBytesPerToken, stats.ParkedBytes);
 
         // A comes back: its whole history is copied from the parked KV (B's is parked in turn), only the new turn is prefilled.
         a.Add(new ChatMessage(ChatRole.User, "And A's second question"));

@@ -84,6 +84,7 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
         _prefillLogits = new float[LogitRows(PrefillChunk) * Vocab];
         _stepLogits = new float[slots * Vocab];
         _blocks = new nint[Layers * 2];
+        ParkedMemory = new NativeKvMemory((long)ParkedBlockTokens * Layers * 2 * KvHeads * HeadSize);
         var bytes = checked((nuint)(SlotFloats * slots * sizeof(float)));
         try
         {
@@ -147,6 +148,7 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
             FreeBlocks();
         }
 
+        ParkedMemory.Dispose();
         _session.Dispose();
         _sessionOptions.Dispose();
         _runOptions.Dispose();
@@ -214,6 +216,57 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
                 for (var h = 0; h < KvHeads; h++)
                 {
                     Buffer.MemoryCopy((void*)Position(block, fromSlot, h, 0), (void*)Position(block, toSlot, h, 0), bytes, bytes);
+                }
+            }
+        }
+    }
+
+    /// <summary>The token positions a parked block grows by: blocks of conversations of similar length are reused.</summary>
+    public const int ParkedBlockTokens = 256;
+
+    /// <summary>Gets the native memory of parked KV copies made from this backend's sessions (rented, kept, freed).</summary>
+    public NativeKvMemory ParkedMemory { get; }
+
+    /// <summary>
+    /// Copies positions [0, <paramref name="length"/>) of every layer's K and V of a slot to <paramref name="destination"/>,
+    /// laid out <c>[layers x K/V, kv heads, length, head size]</c> (one lock for all layers).
+    /// </summary>
+    internal void ReadPrefix(int slot, int length, float* destination)
+    {
+        lock (_runLock)
+        {
+            ThrowIfDisposed();
+            var perHead = (long)length * HeadSize;
+            var bytes = perHead * sizeof(float);
+            foreach (var block in _blocks)
+            {
+                for (var h = 0; h < KvHeads; h++)
+                {
+                    Buffer.MemoryCopy((void*)Position(block, slot, h, 0), destination, bytes, bytes);
+                    destination += perHead;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Writes the first <paramref name="length"/> positions of a <c>[layers x K/V, kv heads, sourcePositions, head size]</c>
+    /// copy (see <see cref="ReadPrefix"/>) into positions [0, <paramref name="length"/>) of a slot.
+    /// </summary>
+    internal void WritePrefix(int slot, int length, float* source, int sourcePositions)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, sourcePositions);
+        lock (_runLock)
+        {
+            ThrowIfDisposed();
+            var bytes = (long)length * HeadSize * sizeof(float);
+            var perHead = (long)sourcePositions * HeadSize;
+            foreach (var block in _blocks)
+            {
+                for (var h = 0; h < KvHeads; h++)
+                {
+                    Buffer.MemoryCopy(source, (void*)Position(block, slot, h, 0), bytes, bytes);
+                    source += perHead;
                 }
             }
         }

@@ -114,7 +114,7 @@ internal sealed class OwnedSession : IKvSession
         _logits.CopyTo(destination);
     }
 
-    public void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens)
+    public unsafe void CopyPrefixFrom(IKvSession source, ReadOnlySpan<int> tokens)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(source);
@@ -127,12 +127,10 @@ internal sealed class OwnedSession : IKvSession
         }
         else if (source is ParkedSession parked && ReferenceEquals(parked.Backend, _backend))
         {
+            using var kv = parked.AcquireKv(); // Before anything changes: a disposed copy throws and leaves this session as it was.
             _tokens.Clear();
             _logitsValid = false;
-            for (var block = 0; block < _backend.Layers * 2; block++)
-            {
-                _backend.WriteKv(Slot, block, length, parked.Block(block), parked.TokenCount);
-            }
+            _backend.WritePrefix(Slot, length, kv.Pointer, parked.TokenCount);
         }
         else
         {
@@ -145,19 +143,27 @@ internal sealed class OwnedSession : IKvSession
         }
     }
 
-    public IKvSession Park(int length)
+    public unsafe IKvSession Park(int length)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, _tokens.Count);
-        var blocks = new float[_backend.Layers * 2][];
-        for (var block = 0; block < blocks.Length; block++)
+        // Native memory, not zeroed: every float is written by the copy before anything reads it.
+        var kv = new NativeKvBuffer(_backend.Layers * 2L * _backend.KvHeads * length * _backend.HeadSize, _backend.ParkedMemory);
+        try
         {
-            blocks[block] = new float[_backend.KvHeads * length * _backend.HeadSize];
-            _backend.ReadKv(Slot, block, length, blocks[block]);
-        }
+            using (var use = kv.Acquire())
+            {
+                _backend.ReadPrefix(Slot, length, use.Pointer);
+            }
 
-        return new ParkedSession(_backend, [.. _tokens.Take(length)], blocks);
+            return new ParkedSession(_backend, CollectionsMarshal.AsSpan(_tokens)[..length].ToArray(), kv);
+        }
+        catch
+        {
+            kv.Dispose();
+            throw;
+        }
     }
 
     public void Save(Stream destination, int length)

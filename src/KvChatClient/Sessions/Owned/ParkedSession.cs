@@ -4,21 +4,32 @@ using System.Runtime.InteropServices;
 namespace KvChat;
 
 /// <summary>
-/// A parked copy of an owned session's first tokens and their KV, in managed memory of exactly that many positions
-/// (no arena slot). The pool keeps one for a conversation whose session another request takes over; the conversation
-/// comes back by a fork (<see cref="OwnedSession.CopyPrefixFrom"/>) instead of a prefill.
+/// A parked copy of an owned session's first tokens and their KV, in native memory (no arena slot): one
+/// <see cref="NativeKvBuffer"/> laid out <c>[layers x K/V, kv heads, TokenCount, head size]</c>, its block rounded up to
+/// <see cref="OwnedBackend.ParkedBlockTokens"/> positions so the backend reuses it for the next park.
+/// The pool keeps one for a conversation whose session another request takes over; the conversation comes back by a
+/// fork (<see cref="OwnedSession.CopyPrefixFrom"/>) instead of a prefill.
 /// </summary>
-/// <remarks>Read-only once made; it is never leased, so everything that would change it throws.</remarks>
+/// <remarks>
+/// Read-only once made; it is never leased, so everything that would change it throws. Disposing it frees the memory
+/// (once: later uses throw <see cref="ObjectDisposedException"/>); a copy in flight keeps it until the copy ends.
+/// </remarks>
 internal sealed class ParkedSession : IKvSession
 {
     private readonly int[] _tokens;
-    private float[][]? _blocks;
+    private readonly NativeKvBuffer _kv;
 
-    public ParkedSession(OwnedBackend backend, int[] tokens, float[][] blocks)
+    public ParkedSession(OwnedBackend backend, int[] tokens, NativeKvBuffer kv)
     {
+        var floats = backend.Layers * 2L * backend.KvHeads * tokens.Length * backend.HeadSize;
+        if (kv.Floats != floats)
+        {
+            throw new ArgumentException($"A parked KV buffer of {tokens.Length} tokens holds {floats} floats, not {kv.Floats}.", nameof(kv));
+        }
+
         Backend = backend;
         _tokens = tokens;
-        _blocks = blocks;
+        _kv = kv;
     }
 
     public OwnedBackend Backend { get; }
@@ -32,10 +43,12 @@ internal sealed class ParkedSession : IKvSession
     public bool CanFork => true;
 
     /// <inheritdoc/>
-    public long ByteSize => _tokens.Length * Backend.BytesPerToken;
+    /// <remarks>The bytes of the native block behind the copy: its positions, rounded up to whole reusable blocks.</remarks>
+    public long ByteSize => _kv.Bytes;
 
-    /// <summary>Gets one layer's K (even) or V (odd) block: <c>[kv heads, TokenCount, head size]</c>.</summary>
-    public ReadOnlySpan<float> Block(int index) => (_blocks ?? throw new ObjectDisposedException(nameof(ParkedSession)))[index];
+    /// <summary>Takes a reference to the KV memory for one copy; dispose the result when the copy ends.</summary>
+    /// <exception cref="ObjectDisposedException">The parked session was disposed.</exception>
+    public NativeKvBuffer.Use AcquireKv() => _kv.Acquire();
 
     public void Prefill(ReadOnlySpan<int> prompt, int keep) => throw ReadOnly();
 
@@ -56,22 +69,24 @@ internal sealed class ParkedSession : IKvSession
         ArgumentNullException.ThrowIfNull(destination);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, _tokens.Length);
+        using var kv = _kv.Acquire();
         var hash = new XxHash64();
         KvSnapshotFormat.WriteHeader(destination, hash, Backend.Layout, _tokens.AsSpan(0, length));
         var perHead = length * Backend.HeadSize;
+        var headFloats = (long)_tokens.Length * Backend.HeadSize;
         for (var block = 0; block < Backend.Layers * 2; block++)
         {
-            var data = Block(block);
             for (var h = 0; h < Backend.KvHeads; h++)
             {
-                KvSnapshotFormat.Write(destination, hash, MemoryMarshal.AsBytes(data.Slice(h * _tokens.Length * Backend.HeadSize, perHead)));
+                var offset = (((long)block * Backend.KvHeads) + h) * headFloats;
+                KvSnapshotFormat.Write(destination, hash, MemoryMarshal.AsBytes(kv.Slice(offset, perHead)));
             }
         }
 
         KvSnapshotFormat.WriteChecksum(destination, hash);
     }
 
-    public void Dispose() => _blocks = null;
+    public void Dispose() => _kv.Dispose();
 
     private static InvalidOperationException ReadOnly() => new("A parked session is a copy of cached KV: it is only a fork source.");
 }
