@@ -142,7 +142,11 @@ public sealed partial class KvChatClient : IChatClient
         _toolFormat = ToolCallFormat.Detect(_options.ChatTemplate ?? folder.ChatTemplate, [.. folder.AddedTokens.Select(t => t.Content)]);
         var bytesPerToken = folder.KvBytesPerToken;
         var policy = _options.BusySessionBehavior == BusySessionBehavior.Wait ? BusySessionPolicy.Wait : BusySessionPolicy.TakeOther;
-        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer);
+        // Generator sessions take turns when one forward pass fills every core: the threads of the model the client
+        // loaded, or the option when the caller brought the model (its threads are unknown otherwise).
+        var oneRunAtATime = (model is null || _options.IntraOpThreads is not null)
+            && IntraOpThreads.Resolve(_options.IntraOpThreads) >= Environment.ProcessorCount;
+        _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime);
         _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,

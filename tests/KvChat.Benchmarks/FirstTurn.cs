@@ -8,7 +8,7 @@ namespace KvChat.Benchmarks;
 
 /// <summary>
 /// Turn-1 time to first token against GenAI's own client (<c>--first-turn [--vocab N] [--repeats R] [--threads T]
-/// [--out FILE]</c>): a 1,000-token system prompt and a 40-token question, answered with 8 tokens by a new client of
+/// [--ways genai,kvchat,kvchat-generator,ideal] [--out FILE]</c>): a 1,000-token system prompt and a 40-token question, answered with 8 tokens by a new client of
 /// each way (nothing cached), the ways in turn, repeat after repeat, on one model in one process (the bench preset,
 /// with the vocabulary <c>--vocab</c>, 151,936 by default, and the client's default intra-op threads).
 /// </summary>
@@ -50,7 +50,7 @@ internal static class FirstTurn
         var system = text.Make(1000);
         var user = text.Make(40, "Question: ");
         var context = Math.Min(ModelFolder.Read(path).ContextLength, 4096);
-        var ways = (Value("--ways") ?? "genai,kvchat,ideal").Split(',');
+        var ways = (Value("--ways") ?? "genai,kvchat,kvchat-generator,ideal").Split(',');
         var ttft = ways.ToDictionary(w => w, _ => new List<double>());
         var prompt = 0;
         for (var repeat = -1; repeat < repeats; repeat++)
@@ -62,6 +62,7 @@ internal static class FirstTurn
                 {
                     "genai" => (IWay)new ChatClientWay("GenAI client", new OnnxRuntimeGenAIChatClient(model, ownsModel: false), deltas: false),
                     "kvchat" => new ChatClientWay("KvChatClient", new KvChatClient(model, path), deltas: false),
+                    "kvchat-generator" => new ChatClientWay("KvChatClient (generator backend)", new KvChatClient(model, path, new KvChatClientOptions { SessionBackend = KvSessionBackend.Generator }), deltas: false),
                     _ => new IdealWay(model, path, context),
                 };
                 using var conversation = instance.Start(system);
@@ -84,7 +85,7 @@ internal static class FirstTurn
         report.AppendLine();
         report.AppendLine("| way | turn-1 TTFT, ms | ratio to GenAI's client | all repeats, ms |");
         report.AppendLine("| --- | ---: | ---: | --- |");
-        foreach (var (way, label) in new[] { ("genai", "GenAI `OnnxRuntimeGenAIChatClient`"), ("kvchat", "KvChatClient"), ("ideal", "raw generator (`AppendTokens` + `GenerateNextToken`)") })
+        foreach (var (way, label) in new[] { ("genai", "GenAI `OnnxRuntimeGenAIChatClient`"), ("kvchat", "KvChatClient (default: owned KV)"), ("kvchat-generator", "KvChatClient (generator backend)"), ("ideal", "raw generator (`AppendTokens` + `GenerateNextToken`)") })
         {
             if (!ttft.ContainsKey(way))
             {

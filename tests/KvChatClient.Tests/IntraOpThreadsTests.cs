@@ -53,4 +53,38 @@ public sealed class IntraOpThreadsTests
 
         Assert.Equal(2, harness.Checked);
     }
+
+    [Fact]
+    public async Task GeneratorSessions_TakeTurns_WhenOneRunFillsTheCores_AndStayExact()
+    {
+        // Every core per Run: forward passes take turns, and parallel conversations still reply as fresh prefills.
+        using var gated = new OracleHarness(TinyPath, new KvChatClientOptions
+        {
+            SessionBackend = KvSessionBackend.Generator,
+            IntraOpThreads = Environment.ProcessorCount,
+        });
+        var note = gated.Client.GetService<KvCacheStatistics>()!.DecodeBatchingNote;
+        Assert.Contains("one Run at a time", note, StringComparison.Ordinal);
+
+        List<ChatMessage>[] prompts = [.. Enumerable.Range(0, 3).Select(i => new List<ChatMessage>
+        {
+            new(ChatRole.System, "Threads."),
+            new(ChatRole.User, $"Conversation {i}, a longer question to prefill."),
+        })];
+        var options = new ChatOptions { MaxOutputTokens = 10 };
+        var parallel = await Task.WhenAll(prompts.Select(p => gated.Client.GetResponseAsync(p, options, TestContext.Current.CancellationToken)));
+        foreach (var (prompt, reply) in prompts.Zip(parallel))
+        {
+            // One at a time through the oracle: the fresh prefill's reply, and the parallel one equals it.
+            var checkedReply = await gated.AskAsync(prompt, options, TestContext.Current.CancellationToken);
+            Assert.Equal(checkedReply.Text, reply.Text);
+        }
+
+        Assert.Equal(3, gated.Checked);
+
+        // A model the caller brought runs with threads the client does not know: its sessions run at once.
+        using var model = new Model(TinyPath);
+        using var client = new KvChatClient(model, TinyPath, new KvChatClientOptions { SessionBackend = KvSessionBackend.Generator });
+        Assert.Contains("at once", client.GetService<KvCacheStatistics>()!.DecodeBatchingNote, StringComparison.Ordinal);
+    }
 }

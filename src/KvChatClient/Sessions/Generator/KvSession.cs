@@ -15,14 +15,16 @@ internal sealed class KvSession : IKvSession
     private readonly int _contextTokens;
     private readonly long _bytesPerToken;
     private readonly bool _sharedBuffer;
+    private readonly Lock? _runGate;
     private readonly List<int> _tokens = [];
     private Generator? _generator;
     private bool _disposed;
     private bool _logitShapeChecked;
     private int _lastAppendLength;
 
-    public KvSession(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer)
+    public KvSession(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer, Lock? runGate = null)
     {
+        _runGate = runGate;
         _model = model;
         _contextTokens = contextTokens;
         _bytesPerToken = bytesPerToken;
@@ -89,7 +91,23 @@ internal sealed class KvSession : IKvSession
 
         if (!tail.IsEmpty)
         {
-            generator.AppendTokens(tail);
+            if (_runGate is null)
+            {
+                generator.AppendTokens(tail);
+            }
+            else
+            {
+                // Other sessions' forward passes wait at most one chunk.
+                for (var offset = 0; offset < tail.Length; offset += OwnedBackend.PrefillChunk)
+                {
+                    var chunk = tail.Slice(offset, Math.Min(OwnedBackend.PrefillChunk, tail.Length - offset));
+                    lock (_runGate)
+                    {
+                        generator.AppendTokens(chunk);
+                    }
+                }
+            }
+
             _lastAppendLength = tail.Length;
             foreach (var id in tail)
             {
@@ -102,7 +120,18 @@ internal sealed class KvSession : IKvSession
     public void Append(int token)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        _generator!.AppendTokens([token]);
+        if (_runGate is null)
+        {
+            _generator!.AppendTokens([token]);
+        }
+        else
+        {
+            lock (_runGate)
+            {
+                _generator!.AppendTokens([token]);
+            }
+        }
+
         _lastAppendLength = 1;
         _tokens.Add(token);
     }
