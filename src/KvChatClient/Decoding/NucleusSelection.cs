@@ -40,6 +40,9 @@ internal static class NucleusSelection
     private const int LaterDigits = 1 << 10;
     private const int Levels = 3;
 
+    // From this many tokens the first level sums into four interleaved histograms.
+    private const int InterleavedFrom = 16 * FirstDigits;
+
     /// <summary>
     /// A candidate: the weight's bits in the high half (positive weights: ordered as the weights), the id in the low half.
     /// </summary>
@@ -173,11 +176,26 @@ internal static class NucleusSelection
         return sum;
     }
 
-    /// <summary>The first digit's mass over the whole vocabulary, in four interleaved histograms summed into the first.</summary>
+    /// <summary>
+    /// The first digit's mass over the whole vocabulary, in the first histogram: past <see cref="InterleavedFrom"/>
+    /// tokens, summed in four interleaved histograms, then into the first.
+    /// </summary>
     private static void FirstLevel(ReadOnlySpan<float> weights, Span<double> histogram)
     {
-        histogram.Clear();
         var i = 0;
+        if (weights.Length < InterleavedFrom)
+        {
+            // A small vocabulary: clearing and summing four histograms would cost more than the tokens.
+            histogram[..FirstDigits].Clear();
+            for (; i < weights.Length; i++)
+            {
+                histogram[FirstDigit(weights[i])] += weights[i];
+            }
+
+            return;
+        }
+
+        histogram.Clear();
         for (; i + 4 <= weights.Length; i += 4)
         {
             var a = weights[i];
