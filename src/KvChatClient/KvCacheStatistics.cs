@@ -19,6 +19,16 @@ public sealed record KvCacheStatistics
     public long ForkedTokens { get; init; }
 
     /// <summary>
+    /// Gets the pinned prefixes whose KV was loaded from <see cref="KvChatClientOptions.PrefixCacheDirectory"/> instead of
+    /// prefilled (their tokens count in <see cref="CachedInputTokens"/> when a request uses them, their KV in
+    /// <see cref="KvBytes"/>).
+    /// </summary>
+    public long PrefixesLoadedFromDisk { get; init; }
+
+    /// <summary>Gets the pinned prefixes written to <see cref="KvChatClientOptions.PrefixCacheDirectory"/>.</summary>
+    public long PrefixesWrittenToDisk { get; init; }
+
+    /// <summary>
     /// Gets the parked copies of conversations whose session another request took over (owned-KV backend): each holds
     /// exactly its tokens' KV, and its conversation comes back by a copy instead of a prefill. Not counted in
     /// <see cref="Sessions"/>; least recently used ones are dropped to keep <see cref="KvBytes"/> within the memory bound.

@@ -110,6 +110,7 @@ public sealed partial class KvChatClient : IChatClient
                 $"at most the model's context_length ({folder.ContextLength})");
         }
 
+        CheckPrefixCacheBackend(_options);
         _logger = _options.LoggerFactory?.CreateLogger<KvChatClient>() is { } logger ? new ContainedLogger(logger) : NullLogger<KvChatClient>.Instance;
         _ownsModel = ownsModel;
         _model = model;
@@ -147,6 +148,7 @@ public sealed partial class KvChatClient : IChatClient
         var oneRunAtATime = (model is null || _options.IntraOpThreads is not null)
             && IntraOpThreads.Resolve(_options.IntraOpThreads) >= Environment.ProcessorCount;
         _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime);
+        OpenPrefixStore(owned);
         _pool = new SessionPool<IKvSession>(
             _options.MaxSessions,
             _options.MaxCacheBytes,
@@ -223,6 +225,7 @@ public sealed partial class KvChatClient : IChatClient
             var prompt = rendered.Tokens;
             EnsureFits(prompt.Length, nameof(messages));
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposeCts.Token);
+            await LoadPrefixAsync(prompt, linked.Token).ConfigureAwait(false);
             var lease = await _pool.AcquireAsync(prompt, rendered.IdentityLength, linked.Token).ConfigureAwait(false);
             RecordFork(lease);
             return await Task.Run(() => PrefillAndPin(lease, prompt), CancellationToken.None).ConfigureAwait(false);
@@ -300,6 +303,7 @@ public sealed partial class KvChatClient : IChatClient
         _tokenizer.Dispose();
         DisposeOwnedModel();
         _disposeCts.Dispose();
+        _prefixLoadGate.Dispose();
         lock (_callLock)
         {
             _idle.Dispose(); // Under the lock: the last ExitCall has left Set().
@@ -323,6 +327,7 @@ public sealed partial class KvChatClient : IChatClient
             throw;
         }
 
+        SavePrefix(lease.Session, prompt);
         lease.Release();
         RecordPrompt(0, prompt.Length - keep);
         Log.Prefilled(_logger, prompt.Length - keep, prompt.Length);
@@ -383,9 +388,13 @@ public sealed partial class KvChatClient : IChatClient
 
             Log.OwnedBackendDeclined(_logger, folder.Path, reason!);
         }
-        else if (owned.BatchingNote is { } note)
+        else
         {
-            Log.BatchingOff(_logger, note);
+            Log.OwnedLogits(_logger, owned.LogitsNote);
+            if (owned.BatchingNote is { } note)
+            {
+                Log.BatchingOff(_logger, note);
+            }
         }
 
         return owned;
@@ -423,6 +432,8 @@ public sealed partial class KvChatClient : IChatClient
             BackendFallbackReason = _backendFallbackReason,
             Forks = pool.Forks,
             ForkedTokens = pool.ForkedTokens,
+            PrefixesLoadedFromDisk = Interlocked.Read(ref _prefixesLoaded),
+            PrefixesWrittenToDisk = Interlocked.Read(ref _prefixesWritten),
             DecodeSteps = steps.Steps,
             DecodeStepRows = steps.Rows,
             MaxDecodeBatchSize = steps.MaxBatchSize,
@@ -565,6 +576,7 @@ public sealed partial class KvChatClient : IChatClient
             }
             else
             {
+                await LoadPrefixAsync(prompt, token).ConfigureAwait(false);
                 var lease = await _pool.AcquireAsync(prompt, identityLength, token).ConfigureAwait(false);
                 RecordFork(lease);
                 source = new SessionTokenSource(lease, prompt, request.Sampling, _folder.VocabSize, _contextTokens, DecodeStepHook, Trace is not null);

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 
 namespace KvChat;
@@ -24,6 +25,9 @@ public sealed class KvChatClientOptions
     private int _replyMemoCapacity = 1024;
     private int? _intraOpThreads;
     private KvSessionBackend _sessionBackend = KvSessionBackend.Auto;
+    private string? _prefixCacheDirectory;
+    private long _prefixCacheMaxBytes = 2L << 30;
+    private List<IReadOnlyList<ChatMessage>> _warmupPrompts = [];
 
     /// <summary>
     /// Gets or sets the GenAI model folder (<c>genai_config.json</c>, <c>tokenizer.json</c>, the ONNX model) that the
@@ -219,5 +223,62 @@ public sealed class KvChatClientOptions
         }
     }
 
-    internal KvChatClientOptions Clone() => (KvChatClientOptions)MemberwiseClone();
+    /// <summary>
+    /// Gets or sets a directory where pinned prefixes (<see cref="KvChatClient.PrefillAsync"/>, and
+    /// <see cref="WarmupPrompts"/>) are kept with their KV, so that a new client over the same model serves them without
+    /// prefilling: its first request that starts with one loads its KV from disk. Files of another model, layout or
+    /// tokenizer, truncated or corrupted files, and a directory that cannot be written are logged (warning) and
+    /// ignored; they never fail a request. Several clients and processes may share the directory (files are written to
+    /// a temporary name and renamed into place). Needs the owned-KV backend: with
+    /// <see cref="SessionBackend"/> = <see cref="KvSessionBackend.Generator"/> the client throws at construction.
+    /// <see langword="null"/> keeps prefixes in memory only.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    /// <exception cref="ArgumentException">The value is empty, white space, or holds a character that is invalid in a path.</exception>
+    public string? PrefixCacheDirectory
+    {
+        get => _prefixCacheDirectory;
+        set
+        {
+            if (value is not null && (string.IsNullOrWhiteSpace(value) || value.AsSpan().IndexOfAny(Path.GetInvalidPathChars()) >= 0))
+            {
+                throw new ArgumentException($"KvChatClientOptions.PrefixCacheDirectory is {OptionErrors.Format(value)}; it must be a directory path, or null.", nameof(value));
+            }
+
+            _prefixCacheDirectory = value;
+        }
+    }
+
+    /// <summary>
+    /// Gets or sets the most bytes the files in <see cref="PrefixCacheDirectory"/> take: after each write the least
+    /// recently used files (written or loaded longest ago) are deleted until the rest fit. A prefix larger than this is
+    /// not written.
+    /// </summary>
+    /// <value>The default value is 2 GiB.</value>
+    /// <exception cref="ArgumentOutOfRangeException">The value is less than 1.</exception>
+    public long PrefixCacheMaxBytes
+    {
+        get => _prefixCacheMaxBytes;
+        set
+        {
+            _prefixCacheMaxBytes = value >= 1 ? value : throw OptionErrors.OutOfRange(nameof(value), "KvChatClientOptions.PrefixCacheMaxBytes", value, "at least 1");
+        }
+    }
+
+    /// <summary>
+    /// Gets the prefixes to prefill and pin at start-up, each a message list (typically one system message), rendered
+    /// as <see cref="KvChatClient.PrefillAsync"/> renders it. The dependency-injection registration prefills them when
+    /// the host starts; a client created with its constructor prefills them when <see cref="KvChatClient.WarmUpAsync"/>
+    /// is called. With <see cref="PrefixCacheDirectory"/> a prefix already on disk is loaded instead of prefilled. In
+    /// configuration: <c>"Warmup": [ { "System": "..." }, [ { "Role": "system", "Content": "..." } ] ]</c>.
+    /// </summary>
+    /// <value>The default value is an empty list.</value>
+    public IList<IReadOnlyList<ChatMessage>> WarmupPrompts => _warmupPrompts;
+
+    internal KvChatClientOptions Clone()
+    {
+        var clone = (KvChatClientOptions)MemberwiseClone();
+        clone._warmupPrompts = [.. _warmupPrompts];
+        return clone;
+    }
 }

@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(7, LogLevel.Information, "Owned-KV backend: {Note}")]
     public static partial void BatchingOff(ILogger logger, string note);
 
+    [LoggerMessage(21, LogLevel.Information, "Owned-KV backend: {Note}")]
+    public static partial void OwnedLogits(ILogger logger, string note);
+
     [LoggerMessage(8, LogLevel.Debug, "The session starts from a copy of {Tokens} cached tokens of another session (no prefill).")]
     public static partial void Forked(ILogger logger, int tokens);
 

@@ -290,6 +290,26 @@ internal sealed class SessionPool<TSession> : IDisposable
     }
 
     /// <summary>
+    /// Gets the longest prefix of <paramref name="prompt"/> that any session (busy, idle or parked) holds, by the tokens
+    /// last committed: what a lease or a fork could serve from memory.
+    /// </summary>
+    public int GetLongestCachedPrefix(ReadOnlySpan<int> prompt)
+    {
+        lock (_lock)
+        {
+            _index.FindCandidates(prompt, _candidates);
+            var longest = 0;
+            foreach (var candidate in _candidates)
+            {
+                longest = Math.Max(longest, candidate.CommonPrefixLength);
+            }
+
+            _candidates.Clear();
+            return longest;
+        }
+    }
+
+    /// <summary>
     /// Returns a snapshot of the pool's state and counters.
     /// </summary>
     public SessionPoolStatistics GetStatistics()

@@ -44,10 +44,15 @@ internal static class KvChatClientOptionsBinder
 
     private static string? Apply(IConfigurationSection setting, KvChatClientOptions options, bool strict)
     {
+        if (WarmupBinder.Names.Contains(setting.Key))
+        {
+            return WarmupBinder.Bind(setting, options.WarmupPrompts);
+        }
+
         if (!Settings.TryGetValue(setting.Key, out var property))
         {
             return strict
-                ? $"{setting.Path} is not a KvChatClientOptions setting; the settings are {string.Join(", ", Settings.Keys)}."
+                ? $"{setting.Path} is not a KvChatClientOptions setting; the settings are {string.Join(", ", Settings.Keys)}, Warmup."
                 : null;
         }
 

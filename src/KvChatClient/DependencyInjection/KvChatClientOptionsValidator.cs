@@ -67,6 +67,12 @@ internal sealed class KvChatClientOptionsValidator : IValidateOptions<KvChatClie
             return ValidateOptionsResult.Fail($"{_modelPathSetting} '{path}' holds no genai_config.json: it is not a GenAI model folder.");
         }
 
+        if (options.PrefixCacheDirectory is not null && options.SessionBackend == KvSessionBackend.Generator)
+        {
+            return ValidateOptionsResult.Fail(
+                "PrefixCacheDirectory is set but SessionBackend is Generator: GenAI generators cannot save or load their KV, so prefixes cannot be kept on disk. Set SessionBackend to Auto or Owned, or leave PrefixCacheDirectory unset.");
+        }
+
         return ValidateOptionsResult.Success;
     }
 }

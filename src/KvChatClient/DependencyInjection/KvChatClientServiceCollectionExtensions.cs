@@ -1,6 +1,7 @@
 using KvChat;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -19,6 +20,12 @@ namespace Microsoft.Extensions.DependencyInjection;
 /// a folder that does not exist or holds no <c>genai_config.json</c>, a setting out of range, a value that does not
 /// parse, or a key of the section that is no setting each fail with an <see cref="OptionsValidationException"/> naming the
 /// setting (for example <c>KvChat:MaxSessions</c>).
+/// </para>
+/// <para>
+/// <b>Warm-up.</b> Each registration adds an <see cref="IHostedService"/> that, when the host starts, prefills and pins
+/// the options' <see cref="KvChatClientOptions.WarmupPrompts"/> (<c>"Warmup": [ { "System": "..." } ]</c> in the
+/// section) through <see cref="KvChatClient.WarmUpAsync"/>; with none it does nothing. An invalid warm-up prompt fails the
+/// host's start; other failures are logged.
 /// </para>
 /// <para>
 /// <b>Services from the container.</b> When the options have no <see cref="KvChatClientOptions.LoggerFactory"/> or
@@ -158,6 +165,10 @@ public static class KvChatClientServiceCollectionExtensions
         // The client of this registration: one per container, disposed with it, whatever the pipeline's lifetime.
         var registration = new object();
         services.AddKeyedSingleton(registration, (provider, _) => new KvChatClientOwner(provider, optionsName));
+        services.AddSingleton<IHostedService>(provider => new KvChatWarmupService(
+            () => provider.GetRequiredKeyedService<KvChatClientOwner>(registration).Client,
+            provider.GetRequiredService<IOptionsMonitor<KvChatClientOptions>>(),
+            optionsName));
         IChatClient CreateInnerClient(IServiceProvider provider)
         {
             var client = provider.GetRequiredKeyedService<KvChatClientOwner>(registration).Client;

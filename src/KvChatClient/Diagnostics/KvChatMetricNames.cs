@@ -28,6 +28,12 @@ public static class KvChatMetricNames
     /// <summary>Counter of the prompt tokens those copies held, in <c>{token}</c>.</summary>
     public const string ForkedTokens = "kvchat.cache.forked_tokens";
 
+    /// <summary>
+    /// Counter of pinned prefixes whose KV was loaded from <see cref="KvChatClientOptions.PrefixCacheDirectory"/> instead
+    /// of prefilled, in <c>{prefix}</c>.
+    /// </summary>
+    public const string PrefixesLoaded = "kvchat.cache.prefixes_loaded";
+
     /// <summary>Counter (observable) of decode Runs of the owned-KV backend, in <c>{run}</c>.</summary>
     public const string DecodeSteps = "kvchat.decode.steps";
 

@@ -115,6 +115,19 @@ internal sealed class KvChatMetrics : IDisposable
         _instruments.ForkedTokens.Add(tokens, _model);
     }
 
+    /// <summary>Records a pinned prefix loaded from disk. Never throws (a listener's exception is contained).</summary>
+    public void RecordPrefixLoaded()
+    {
+        try
+        {
+            _instruments.PrefixesLoaded.Add(1, _model);
+        }
+        catch (Exception)
+        {
+            // A listener threw: contained (see the remarks).
+        }
+    }
+
     /// <summary>Records a session discarded after a failure.</summary>
     public void RecordDiscard()
     {
@@ -160,6 +173,7 @@ internal sealed class KvChatMetrics : IDisposable
             Discards = meter.CreateCounter<long>(KvChatMetricNames.DiscardedSessions, "{session}", "Sessions discarded after a failure.");
             Forks = meter.CreateCounter<long>(KvChatMetricNames.Forks, "{fork}", "Sessions started from a copy of another session's cached prefix.");
             ForkedTokens = meter.CreateCounter<long>(KvChatMetricNames.ForkedTokens, "{token}", "Prompt tokens copied from another session's cached prefix.");
+            PrefixesLoaded = meter.CreateCounter<long>(KvChatMetricNames.PrefixesLoaded, "{prefix}", "Pinned prefixes whose KV was loaded from the prefix cache directory instead of prefilled.");
             meter.CreateObservableCounter(KvChatMetricNames.DecodeSteps, () => ObserveSteps(rows: false), "{run}", "Decode Runs of the owned-KV backend.");
             meter.CreateObservableCounter(KvChatMetricNames.DecodeStepRows, () => ObserveSteps(rows: true), "{token}", "Session steps computed by those Runs.");
             TimeToFirstToken = meter.CreateHistogram(
@@ -191,6 +205,8 @@ internal sealed class KvChatMetrics : IDisposable
         public Counter<long> Forks { get; }
 
         public Counter<long> ForkedTokens { get; }
+
+        public Counter<long> PrefixesLoaded { get; }
 
         public Histogram<double> TimeToFirstToken { get; }
 

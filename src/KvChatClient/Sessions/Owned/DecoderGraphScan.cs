@@ -76,7 +76,8 @@ internal static class DecoderGraphScan
         return domain is "" or "ai.onnx" ? opType : domain + ":" + opType;
     }
 
-    private sealed class Reader(Stream stream)
+    /// <summary>Reads protobuf tags, lengths and varints from a seekable stream, seeking over what it skips.</summary>
+    internal sealed class Reader(Stream stream)
     {
         public long Position => stream.Position;
 

@@ -15,8 +15,9 @@ internal sealed partial class OwnedBackend
     /// <param name="maxSessions">The most sessions the pool holds (the arena holds twice as many slots, for sessions being disposed).</param>
     /// <param name="intraOpThreads">ONNX Runtime's intra-op threads.</param>
     /// <param name="reason">Why the backend declined, or <see langword="null"/>.</param>
+    /// <param name="lastPositionLogits">Whether to rewrite the graph so that a prefill computes the LM head for its last positions only (<see cref="LastPositionLogits"/>).</param>
     /// <returns>The backend, or <see langword="null"/> when it declined.</returns>
-    public static OwnedBackend? TryCreate(ModelFolder folder, int context, int maxSessions, int intraOpThreads, out string? reason)
+    public static OwnedBackend? TryCreate(ModelFolder folder, int context, int maxSessions, int intraOpThreads, out string? reason, bool lastPositionLogits = true)
     {
         reason = CheckConfig(folder, out var file);
         if (reason is not null)
@@ -41,11 +42,97 @@ internal sealed partial class OwnedBackend
             return null;
         }
 
+        OwnedBackend? backend = null;
+        string logitsNote;
+        if (!lastPositionLogits)
+        {
+            logitsNote = "a prefill computes logits at every position (the last-position rewrite is off).";
+        }
+        else if (RewriteForLastPositions(file, folder.Decoder.Logits, out logitsNote) is { } rewritten)
+        {
+            backend = Load(folder, file, rewritten, context, maxSessions, intraOpThreads, out var failure);
+            if (backend is null)
+            {
+                logitsNote = $"a prefill computes logits at every position: the decoder rewritten for the last positions failed to load or run ({failure}).";
+            }
+        }
+
+        backend ??= Load(folder, file, null, context, maxSessions, intraOpThreads, out reason);
+        if (backend is null)
+        {
+            return null;
+        }
+
+        backend.LogitsNote = logitsNote;
+        try
+        {
+            backend._batchingNote = backend._batchOfOne
+                ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
+                : operators.Contains("If")
+                    ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
+                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)]);
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
+        {
+            backend.Dispose();
+            reason = $"a probe Run of {folder.Decoder.FileName} over owned KV memory failed: {e.Message}";
+            return null;
+        }
+
+        return backend;
+    }
+
+    /// <summary>Gets what a prefill computes logits for, and why: the last positions, or every position and why not.</summary>
+    public string LogitsNote { get; private set; } = "";
+
+    /// <summary>
+    /// Reads the decoder with its weights referred to in place and rewrites it for last-position logits. Returns the
+    /// model's bytes, or null with the reason in <paramref name="note"/>.
+    /// </summary>
+    private static byte[]? RewriteForLastPositions(string file, string logits, out string note)
+    {
+        Onnx.ModelProto model;
+        int inPlace;
+        try
+        {
+            model = DecoderProtoReader.Read(file, out inPlace);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            note = $"a prefill computes logits at every position: {Path.GetFileName(file)} could not be read for the rewrite ({e.Message}).";
+            return null;
+        }
+
+        if (LastPositionLogits.TryApply(model, logits, LastLogitPositions, out var head) is { } declined)
+        {
+            note = $"a prefill computes logits at every position: {declined}";
+            return null;
+        }
+
+        note = $"a prefill computes logits for its last {(LastLogitPositions == 1 ? "position" : $"{LastLogitPositions} positions")} only (a Slice before the LM head '{head}'; {inPlace} initializers read in place from the model's files).";
+        return LastPositionLogits.ToBytes(model);
+    }
+
+    /// <summary>
+    /// Creates the session (over the file, or over <paramref name="rewritten"/> bytes whose weights are read from the
+    /// file's folder), checks its signature and, for a rewritten graph, runs it once. Returns null with the reason.
+    /// </summary>
+    private static OwnedBackend? Load(ModelFolder folder, string file, byte[]? rewritten, int context, int maxSessions, int intraOpThreads, out string? reason)
+    {
         var sessionOptions = new SessionOptions { IntraOpNumThreads = intraOpThreads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
         InferenceSession session;
         try
         {
-            session = new InferenceSession(file, sessionOptions);
+            if (rewritten is null)
+            {
+                session = new InferenceSession(file, sessionOptions);
+            }
+            else
+            {
+                // External data (the weights left in model.onnx, or a model.onnx.data) resolves against the model's folder.
+                sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Path.GetFullPath(file))!);
+                session = new InferenceSession(rewritten, sessionOptions);
+            }
         }
         catch (OnnxRuntimeException e)
         {
@@ -62,20 +149,26 @@ internal sealed partial class OwnedBackend
             return null;
         }
 
-        var backend = new OwnedBackend(sessionOptions, session, folder, context, Math.Max(3, 2 * maxSessions), positionIds);
-        try
+        var backend = new OwnedBackend(sessionOptions, session, folder, context, Math.Max(3, 2 * maxSessions), positionIds, rewritten is null ? 0 : LastLogitPositions)
         {
-            backend._batchingNote = batchOfOne
-                ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
-                : operators.Contains("If")
-                    ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
-                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)]);
-        }
-        catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
+            _batchOfOne = batchOfOne,
+        };
+        if (rewritten is not null)
         {
-            backend.Dispose();
-            reason = $"a probe Run of {folder.Decoder.FileName} over owned KV memory failed: {e.Message}";
-            return null;
+            try
+            {
+                // Prefills of one position, of fewer positions than are kept, and of more: each Run's logits are bound
+                // as [1, rows, vocab], so a rewrite whose output has another shape fails here.
+                var scratch = new float[backend.Vocab];
+                backend.Prefill(0, 0, [1 % backend.Vocab], scratch);
+                backend.Prefill(0, 0, [.. Enumerable.Range(1, LastLogitPositions + 4).Select(t => t % backend.Vocab)], scratch);
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or ArgumentException)
+            {
+                backend.Dispose();
+                reason = e.Message;
+                return null;
+            }
         }
 
         return backend;

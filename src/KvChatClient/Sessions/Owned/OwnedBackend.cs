@@ -31,6 +31,9 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>The most prompt tokens one prefill Run computes.</summary>
     public const int PrefillChunk = 128;
 
+    /// <summary>The last positions whose logits a prefill Run computes, when the graph is rewritten (<see cref="LastPositionLogits"/>).</summary>
+    public const int LastLogitPositions = 1;
+
     private readonly SessionOptions _sessionOptions;
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
@@ -45,10 +48,13 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     private readonly Lock _runLock = new();
     private readonly Lock _slotLock = new();
     private readonly float[] _prefillLogits;
+    private readonly int _logitPositions;
+    private bool _batchOfOne;
     private bool _disposed;
 
-    private OwnedBackend(SessionOptions sessionOptions, InferenceSession session, ModelFolder folder, int context, int slots, bool positionIds)
+    private OwnedBackend(SessionOptions sessionOptions, InferenceSession session, ModelFolder folder, int context, int slots, bool positionIds, int logitPositions)
     {
+        _logitPositions = logitPositions;
         _sessionOptions = sessionOptions;
         _session = session;
         _names = folder.Decoder;
@@ -64,7 +70,7 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
         _presentKey = LayerNames(_names.PresentKey);
         _presentValue = LayerNames(_names.PresentValue);
         _slotUsed = new bool[slots];
-        _prefillLogits = new float[PrefillChunk * Vocab];
+        _prefillLogits = new float[LogitRows(PrefillChunk) * Vocab];
         _stepLogits = new float[slots * Vocab];
         _blocks = new nint[Layers * 2];
         var bytes = checked((nuint)(SlotFloats * slots * sizeof(float)));
@@ -84,6 +90,9 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     }
 
     public KvSessionBackend Kind => KvSessionBackend.Owned;
+
+    /// <summary>Gets how many last positions of a prefill Run the graph computes logits for (0: every position, as exported).</summary>
+    public int LogitPositions => _logitPositions;
 
     public bool CanFork => true;
 
@@ -166,10 +175,11 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
             {
                 ThrowIfDisposed();
                 RunWaitingSteps();
-                Run(slot, 1, ids, n, mask, start + n, positions, _prefillLogits.AsMemory(0, n * Vocab));
+                var rows = LogitRows(n);
+                Run(slot, 1, ids, n, mask, start + n, positions, _prefillLogits.AsMemory(0, rows * Vocab));
                 if (offset + n == tail.Length)
                 {
-                    _prefillLogits.AsSpan((n - 1) * Vocab, Vocab).CopyTo(lastLogits);
+                    _prefillLogits.AsSpan((rows - 1) * Vocab, Vocab).CopyTo(lastLogits);
                 }
             }
         }
@@ -231,6 +241,9 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
             ? token
             : throw new ArgumentOutOfRangeException(nameof(token), token, $"Token id {token} is outside the model's vocabulary (0..{Vocab - 1}).");
 
+    /// <summary>The logit rows a Run of <paramref name="sequence"/> positions writes.</summary>
+    private int LogitRows(int sequence) => _logitPositions == 0 ? sequence : Math.Min(_logitPositions, sequence);
+
     private nint Position(nint block, int slot, int head, int position)
         => block + (nint)(((((long)slot * KvHeads) + head) * Context + position) * HeadSize * sizeof(float));
 
@@ -283,7 +296,7 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
                 }
             }
 
-            values.Add(OrtValue.CreateTensorValueFromMemory(info, logits, [rows, sequence, Vocab]));
+            values.Add(OrtValue.CreateTensorValueFromMemory(info, logits, [rows, LogitRows(sequence), Vocab]));
             binding.BindOutput(_names.Logits, values[^1]);
             _session.RunWithBinding(_runOptions, binding);
         }
