@@ -9,7 +9,8 @@ public static partial class ModelKitCommandLine
         Writes a GenAI model folder (model.onnx, genai_config.json, tokenizer.json, tokenizer_config.json).
 
         Usage: KvChat.ModelKit --out DIR [--preset tiny|bench] [options]
-          --preset NAME            tiny (tests, default), bench (about 128M parameters), or a real shape:
+          --preset NAME            tiny (tests, default), bench (about 128M parameters), bench-152k and
+                                   bench-262k (bench with a real vocabulary), or a real shape:
                                    qwen2.5-0.5b, llama3.2-1b, vocab262k (int4)
           --out DIR                the model folder to write
           --variant gqa|concat     GroupQueryAttention with shared buffers (default) or plain Concat KV

@@ -18,7 +18,7 @@ public enum WeightPrecision
 public sealed partial record ModelKitOptions
 {
     /// <summary>The preset names <see cref="FromPreset"/> accepts.</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["tiny", "bench", "qwen2.5-0.5b", "llama3.2-1b", "vocab262k"];
+    public static IReadOnlyList<string> PresetNames { get; } = ["tiny", "bench", "bench-152k", "bench-262k", "qwen2.5-0.5b", "llama3.2-1b", "vocab262k"];
 
     /// <summary>
     /// The dimensions of Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, vocabulary

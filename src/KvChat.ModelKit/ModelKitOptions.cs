@@ -50,7 +50,13 @@ public sealed partial record ModelKitOptions
         ContextLength = 4096,
     };
 
-    /// <summary>Gets the preset with the given name (<c>tiny</c> or <c>bench</c>).</summary>
+    /// <summary>The bench preset with Qwen2.5's vocabulary of 151,936 tokens (fp32): sampling and logits at a real vocabulary.</summary>
+    public static ModelKitOptions Bench152K { get; } = Bench with { VocabSize = 151_936 };
+
+    /// <summary>The bench preset with Gemma 3's vocabulary of 262,144 tokens (fp32).</summary>
+    public static ModelKitOptions Bench262K { get; } = Bench with { VocabSize = 262_144 };
+
+    /// <summary>Gets the preset with the given name (one of <see cref="PresetNames"/>).</summary>
     /// <param name="name">The preset name, case-insensitive.</param>
     /// <returns>The preset.</returns>
     /// <exception cref="ArgumentException">The name is not a preset.</exception>
@@ -61,6 +67,8 @@ public sealed partial record ModelKitOptions
         {
             "TINY" => Tiny,
             "BENCH" => Bench,
+            "BENCH-152K" => Bench152K,
+            "BENCH-262K" => Bench262K,
             _ => RealShapePreset(name),
         };
     }

@@ -48,7 +48,7 @@ internal static class AgentLoop
         }
 
         using var config = new Config(directory);
-        config.Overlay(BenchmarkApp.ThreadsOverlay(settings.Threads));
+        config.Overlay(IntraOpThreads.Overlay(settings.Threads));
         using var client = new KvChatClient(new Model(config), directory, new KvChatClientOptions { MaxSessions = 1 }, ownsModel: true);
         var traces = new List<ReplyTrace>();
         client.Trace = traces.Add;

@@ -69,10 +69,6 @@ internal static class BenchmarkApp
         return 0;
     }
 
-    /// <summary>A genai_config overlay that sets the decoder session's intra-op threads.</summary>
-    public static string ThreadsOverlay(int threads)
-        => "{\"model\":{\"decoder\":{\"session_options\":{\"intra_op_num_threads\":" + threads.ToString(Invariant) + "}}}}";
-
     /// <summary>The workloads run on the real shapes, where the peer runs too.</summary>
     public static IReadOnlySet<int> PeerWorkloads { get; } = new HashSet<int> { 1, 5 };
 
@@ -80,7 +76,7 @@ internal static class BenchmarkApp
     {
         // The same intra-op thread count for GenAI as for llama.cpp.
         using var config = new Config(modelPath);
-        config.Overlay(BenchmarkApp.ThreadsOverlay(settings.Threads));
+        config.Overlay(IntraOpThreads.Overlay(settings.Threads));
         using var model = new Model(config);
         using var tokenizer = new Tokenizer(model);
         var folder = ModelFolder.Read(modelPath);

@@ -18,29 +18,17 @@ internal static class BenchModels
     /// <summary>The bench preset (hidden 768, 12 layers, vocabulary 32000, 128.7M parameters), never ending a reply on its own.</summary>
     public const string Bench = "bench";
 
-    /// <summary>The bench preset with Qwen2.5's vocabulary of 151,936 tokens, never ending a reply on its own.</summary>
-    public const string Bench152K = "bench-152k";
-
-    /// <summary>The bench preset with Gemma 3's vocabulary of 262,144 tokens, never ending a reply on its own.</summary>
-    public const string Bench262K = "bench-262k";
-
     /// <summary>Gets the repository root: the first folder up from the binaries that holds <c>KvChatClient.sln</c>.</summary>
     public static string RepositoryRoot { get; } = FindRepositoryRoot();
 
-    /// <summary>Gets the folder of the named model, writing it first if it is missing.</summary>
+    /// <summary>
+    /// Gets the folder of the model of the named kit preset (<see cref="ModelKitOptions.PresetNames"/>: also
+    /// <c>bench-152k</c>, <c>bench-262k</c> and the int4 real shapes), writing it first if it is missing.
+    /// </summary>
     public static string PathOf(string name)
     {
-        var options = name switch
-        {
-            Tiny => ModelKitOptions.Tiny,
-            Bench => ModelKitOptions.Bench,
-            Bench152K => ModelKitOptions.Bench with { VocabSize = 151936 },
-            Bench262K => ModelKitOptions.Bench with { VocabSize = 262144 },
-            _ => throw new ArgumentException($"Unknown model '{name}'.", nameof(name)),
-        };
-
         // Replies of a fixed length: the model never says end-of-sequence (as in the end-to-end benchmark).
-        options = options with { EndOfTurnBias = -100 };
+        var options = ModelKitOptions.FromPreset(name) with { EndOfTurnBias = -100 };
         var directory = Path.Combine(RepositoryRoot, ".artifacts", "models", name + "-noeos");
         if (!File.Exists(Path.Combine(directory, "genai_config.json")))
         {

@@ -6,8 +6,8 @@ using Microsoft.ML.OnnxRuntimeGenAI;
 namespace KvChat.MicroBenchmarks;
 
 /// <summary>
-/// Side-by-side runs on the bench model with a real vocabulary (<see cref="BenchModels.Bench152K"/>,
-/// <see cref="BenchModels.Bench262K"/>), the ways in turn in one process, medians over the rounds:
+/// Side-by-side runs on a model of a real vocabulary (the kit presets <c>bench-152k</c> and <c>bench-262k</c>, or the
+/// int4 real shapes <c>qwen2.5-0.5b</c> and <c>vocab262k</c>), the ways in turn in one process, medians over the rounds:
 /// <list type="bullet">
 /// <item><description><c>--last-logits MODEL ROUNDS [OUT]</c>: a prefill of 1,000 tokens and the read of its last
 /// position's logits, three ways: <c>OgaGenerator_GetLogits</c> (the session's native read), the prompt's last token

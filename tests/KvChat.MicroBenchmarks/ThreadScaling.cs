@@ -94,8 +94,7 @@ internal static class ThreadScaling
     private static Model LoadModel(string path, int threads)
     {
         using var config = new Config(path);
-        config.Overlay("{\"model\":{\"decoder\":{\"session_options\":{\"intra_op_num_threads\":"
-            + threads.ToString(CultureInfo.InvariantCulture) + "}}}}");
+        config.Overlay(IntraOpThreads.Overlay(threads));
         return new Model(config);
     }
 

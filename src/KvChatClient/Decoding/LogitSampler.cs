@@ -18,33 +18,36 @@ namespace KvChat;
 /// <para>
 /// Order of operations: penalties (<c>logit[t] -= FrequencyPenalty * count[t] + PresencePenalty *
 /// (count[t] &gt; 0 ? 1 : 0)</c>), then greedy argmax (ties go to the lowest token id), or else
-/// temperature, top-k, softmax, top-p (the smallest set of most likely tokens whose mass is at least
-/// <c>TopP</c> of the whole, never empty), and a draw. Tokens of equal logit are ordered by id, so the
-/// kept sets are well defined. Tokens whose weight <c>exp((logit - max) / temperature)</c> underflows
-/// <see cref="float"/> are never drawn; negative infinity marks a banned token.
+/// temperature, top-k (the k greatest logits, the lower id first among equal logits), the weights
+/// <c>exp((logit - max) / temperature)</c> as floats, and top-p: the smallest set of the heaviest tokens
+/// whose mass is at least <c>TopP</c> of the whole (of the k with top-k), never empty, in the order
+/// "greater weight, then lower id", so the kept sets are well defined even among ties. Tokens whose
+/// weight underflows <see cref="float"/> are never drawn; negative infinity marks a banned token.
 /// </para>
 /// <para>
-/// The draw: with top-k or top-p, the kept tokens in the order "greater logit, then lower id" and one
-/// uniform number scaled by their mass; with neither, every token in id order. With a
-/// <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every run on
-/// the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and the sums are
-/// vectorised, so on a CPU with another vector width a draw that falls within rounding error of a
-/// boundary between two tokens can go the other way. (Before this sampler, the kept tokens were laid
-/// out for the draw in the order quickselect left them: the same seed now draws other tokens from the
-/// same distribution.) Without a seed, the generator is seeded at random.
+/// The draw: one uniform number scaled by the kept mass, walking the kept tokens in id order, whatever
+/// the settings. With a <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same
+/// tokens on every run on the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and
+/// the sums are vectorised, so on a CPU with another vector width a draw that falls within rounding error
+/// of a boundary between two tokens can go the other way. Without a seed, the generator is seeded at
+/// random. (Changes of the draw for a given seed, each from the same distribution: before this sampler's
+/// top-p selection, the kept tokens of top-k and top-p were walked in the order "greater logit, then lower
+/// id", and top-p ordered tokens by logit rather than weight, which differs only for distinct logits whose
+/// float weights are equal; before that, in the order quickselect left them.)
 /// </para>
 /// <para>
-/// Cost, none of it a sort of the vocabulary: greedy is one vectorised pass (max and validation) and
-/// allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best in a heap (a
-/// token enters only when it beats the heap's worst, which one vector comparison rules out for almost
-/// all); temperature and exp then apply to those k only. Temperature alone, or top-p alone, need the
-/// whole softmax's mass: one vectorised pass of scale, one of exp
+/// Cost, none of it a sort of the vocabulary or of the kept set: greedy is one vectorised pass (max and
+/// validation) and allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best
+/// in a heap (a token enters only when it beats the heap's worst, which one vector comparison rules out
+/// for almost all); temperature and exp then apply to those k only. Temperature alone, or top-p alone,
+/// need the whole softmax's mass: one vectorised pass of scale, one of exp
 /// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and block sums in double
-/// precision; the draw then walks the block sums. Top-p sorts only candidates found by a weight
-/// threshold (first 1/1024 of the mass; if those do not reach <c>TopP</c>, a threshold under which
-/// the rest cannot), as integer keys (allocation-free). Penalties copy the logits once (a vectorised
-/// copy) and adjust only the tokens generated so far. Scratch buffers are rented from the shared
-/// array pool per call; nothing is allocated per token.
+/// precision; the draw then walks the block sums. Top-p finds its cut by selection, not by sorting
+/// (<see cref="NucleusSelection"/>): among the tokens of at least 1/1024 of the mass when they reach
+/// <c>TopP</c> (a peaked distribution), otherwise by a radix selection on the weights' bits over the
+/// whole vocabulary, linear in it, and the draw walks the kept mass's block sums. Penalties copy the
+/// logits once (a vectorised copy) and adjust only the tokens generated so far. Scratch buffers are
+/// rented from the shared array pool per call; nothing is allocated per token.
 /// </para>
 /// </remarks>
 internal sealed class LogitSampler
@@ -268,25 +271,30 @@ internal sealed class LogitSampler
         {
             var kept = keys.AsSpan(0, k);
             SelectTopK(values, kept);
-            kept.Sort();
 
-            // Most likely first, so the tokens whose weight underflows are the tail.
-            var count = 0;
-            var total = 0d;
-            while (count < k)
+            // The k ids in id order, each with its weight.
+            for (var i = 0; i < k; i++)
             {
-                var scaled = (values[IdOf(kept[count])] - max) * inverseTemperature;
-                if (!(scaled >= MinScaledLogit))
-                {
-                    break;
-                }
-
-                var weight = MathF.Exp(scaled);
-                weights[count++] = weight;
-                total += weight;
+                kept[i] = (uint)IdOf(kept[i]);
             }
 
-            return DrawFromSorted(kept[..count], weights.AsSpan(0, count), total);
+            kept.Sort();
+            var scaled = weights.AsSpan(0, k);
+            for (var i = 0; i < k; i++)
+            {
+                var s = (values[(int)kept[i]] - max) * inverseTemperature;
+                scaled[i] = s >= MinScaledLogit ? s : float.NegativeInfinity;
+            }
+
+            TensorPrimitives.Exp(scaled, scaled);
+            var total = 0d;
+            for (var i = 0; i < k; i++)
+            {
+                kept[i] = NucleusSelection.KeyOf(scaled[i], (int)kept[i]);
+                total += scaled[i];
+            }
+
+            return DrawAmong(kept, total);
         }
         finally
         {
@@ -305,20 +313,13 @@ internal sealed class LogitSampler
         try
         {
             var weights = buffer.AsSpan(0, length);
+            var sums = blockSums.AsSpan(0, blocks);
             ScaleForExp(values, max, inverseTemperature, weights);
             TensorPrimitives.Exp(weights, weights);
-            var total = 0d;
-            for (var b = 0; b < blocks; b++)
-            {
-                var start = b * SumBlock;
-                var sum = SumInDouble(weights.Slice(start, Math.Min(SumBlock, length - start)));
-                blockSums[b] = sum;
-                total += sum;
-            }
-
+            var total = NucleusSelection.SumKeptBlocks(weights, NucleusCut.All, sums, SumBlock);
             return Settings.TopP < 1f
-                ? SampleNucleus(values, weights, total)
-                : DrawInIdOrder(weights, blockSums.AsSpan(0, blocks), total);
+                ? SampleNucleus(weights, sums, total)
+                : DrawInIdOrder(weights, sums, total, NucleusCut.All);
         }
         finally
         {
@@ -327,95 +328,97 @@ internal sealed class LogitSampler
         }
     }
 
-    /// <summary>The nucleus: candidates above a weight threshold that provably holds it, sorted, then cut.</summary>
-    private int SampleNucleus(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, double total)
+    /// <summary>
+    /// Top-p over the whole vocabulary: when the tokens of at least 1/1024 of the mass (1,024 at the most) reach
+    /// <c>TopP</c>, the nucleus is among them; otherwise the radix selection over every weight finds the cut. Either way
+    /// the draw walks the kept tokens in id order.
+    /// </summary>
+    private int SampleNucleus(ReadOnlySpan<float> weights, Span<double> blockSums, double total)
     {
         var target = Settings.TopP * total;
-
-        // First the tokens with at least 1/1024 of the mass (at most 1024 of them); if they do not reach TopP, every
-        // token of weight at least (1 - TopP) * total / V / 2: the others weigh less than (1 - TopP) * total together,
-        // so the tokens kept hold at least TopP of the mass.
-        var keys = ArrayPool<ulong>.Shared.Rent(Math.Min(values.Length, 1024));
-        var candidateWeights = ArrayPool<float>.Shared.Rent(keys.Length);
+        var keys = ArrayPool<ulong>.Shared.Rent(1024);
         try
         {
-            var count = Gather(values, weights, (float)(total / 1024), ref keys, out var mass);
-            if (mass < target)
+            // The heaviest token weighs exp(0) = 1: past a total of 1024 no token has 1/1024 of the mass.
+            var heavy = total / 1024;
+            if (heavy <= 1d)
             {
-                var floor = (float)((1 - Settings.TopP) * total / values.Length / 2);
-                count = Gather(values, weights, floor > 0f ? floor : float.Epsilon, ref keys, out _);
+                var count = NucleusSelection.GatherHeavier(weights, (float)heavy, ref keys, out var mass);
+                if (mass >= target)
+                {
+                    return DrawAmong(keys.AsSpan(0, count), total);
+                }
             }
 
-            var kept = keys.AsSpan(0, count);
-            kept.Sort();
-            if (candidateWeights.Length < count)
-            {
-                ArrayPool<float>.Shared.Return(candidateWeights);
-                candidateWeights = ArrayPool<float>.Shared.Rent(count);
-            }
-
-            for (var i = 0; i < count; i++)
-            {
-                candidateWeights[i] = weights[IdOf(kept[i])];
-            }
-
-            return DrawFromSorted(kept, candidateWeights.AsSpan(0, count), total);
+            var cut = NucleusSelection.Find(weights, target);
+            return DrawInIdOrder(weights, blockSums, NucleusSelection.SumKeptBlocks(weights, cut, blockSums, SumBlock), cut);
         }
         finally
         {
             ArrayPool<ulong>.Shared.Return(keys);
-            ArrayPool<float>.Shared.Return(candidateWeights);
         }
     }
 
     /// <summary>
-    /// The draw over candidates sorted most likely first: top-p keeps the shortest prefix whose weight reaches
-    /// <c>TopP * total</c> (the whole prefix when rounding never reaches it), and one uniform number picks in it.
+    /// The draw among candidates (<see cref="NucleusSelection.KeyOf"/>, in id order) that hold the nucleus of
+    /// <c>TopP * total</c>: the cut among them, then one uniform number over the kept mass, walking them in id order.
     /// </summary>
-    private int DrawFromSorted(ReadOnlySpan<ulong> sorted, ReadOnlySpan<float> weights, double total)
+    private int DrawAmong(ReadOnlySpan<ulong> candidates, double total)
     {
-        var count = sorted.Length;
-        var mass = 0d;
+        var cut = NucleusCut.All;
         if (Settings.TopP < 1f)
         {
-            var target = Settings.TopP * total;
-            var n = 0;
-            while (n < count)
+            var scratch = ArrayPool<ulong>.Shared.Rent(candidates.Length);
+            var histogram = ArrayPool<double>.Shared.Rent(NucleusSelection.HistogramLength);
+            try
             {
-                mass += weights[n++];
-                if (mass >= target)
-                {
-                    break;
-                }
+                cut = NucleusSelection.FindAmong(candidates, Settings.TopP * total, scratch, histogram);
             }
-
-            count = n;
+            finally
+            {
+                ArrayPool<ulong>.Shared.Return(scratch);
+                ArrayPool<double>.Shared.Return(histogram);
+            }
         }
-        else
+
+        var mass = 0d;
+        foreach (var key in candidates)
         {
-            mass = total;
+            var weight = NucleusSelection.WeightOf(key);
+            if (cut.Keeps(weight, NucleusSelection.IdOf(key)))
+            {
+                mass += weight;
+            }
         }
 
         var point = _random.NextDouble() * mass;
         var cumulative = 0d;
-        for (var i = 0; i < count; i++)
+        var lastKept = -1;
+        foreach (var key in candidates)
         {
-            cumulative += weights[i];
-            if (point < cumulative)
+            var weight = NucleusSelection.WeightOf(key);
+            var id = NucleusSelection.IdOf(key);
+            if (cut.Keeps(weight, id))
             {
-                return IdOf(sorted[i]);
+                cumulative += weight;
+                lastKept = id;
+                if (point < cumulative)
+                {
+                    return id;
+                }
             }
         }
 
-        return IdOf(sorted[count - 1]);
+        // Rounding left the point past the last weight: the last token kept.
+        return lastKept;
     }
 
-    /// <summary>The draw over every token in id order, walking the block sums first.</summary>
-    private int DrawInIdOrder(ReadOnlySpan<float> weights, ReadOnlySpan<double> blockSums, double total)
+    /// <summary>The draw over the tokens <paramref name="cut"/> keeps, in id order, walking the block sums first.</summary>
+    private int DrawInIdOrder(ReadOnlySpan<float> weights, ReadOnlySpan<double> blockSums, double total, NucleusCut cut)
     {
         var point = _random.NextDouble() * total;
         var cumulative = 0d;
-        var lastDrawable = -1;
+        var lastKept = -1;
         for (var b = 0; b < blockSums.Length; b++)
         {
             if (cumulative + blockSums[b] <= point)
@@ -428,10 +431,10 @@ internal sealed class LogitSampler
             for (var i = b * SumBlock; i < end; i++)
             {
                 var weight = weights[i];
-                if (weight > 0f)
+                if (cut.Keeps(weight, i))
                 {
                     cumulative += weight;
-                    lastDrawable = i;
+                    lastKept = i;
                     if (point < cumulative)
                     {
                         return i;
@@ -440,45 +443,18 @@ internal sealed class LogitSampler
             }
         }
 
-        // Rounding left the point past the last weight: the last token that can be drawn.
-        if (lastDrawable < 0)
+        // Rounding left the point past the last weight: the last token kept.
+        if (lastKept < 0)
         {
-            lastDrawable = weights.Length - 1;
+            lastKept = weights.Length - 1;
         }
 
-        while (weights[lastDrawable] <= 0f)
+        while (!cut.Keeps(weights[lastKept], lastKept))
         {
-            lastDrawable--;
+            lastKept--;
         }
 
-        return lastDrawable;
-    }
-
-    /// <summary>A vectorised sum in double precision, so that block sums and a token-by-token walk agree to ~1e-16.</summary>
-    private static double SumInDouble(ReadOnlySpan<float> values)
-    {
-        var i = 0;
-        var sum = 0d;
-        if (Vector.IsHardwareAccelerated && values.Length >= Vector<float>.Count)
-        {
-            ref var start = ref MemoryMarshal.GetReference(values);
-            var accumulator = Vector<double>.Zero;
-            var last = values.Length - Vector<float>.Count;
-            for (; i <= last; i += Vector<float>.Count)
-            {
-                Vector.Widen(Vector.LoadUnsafe(ref start, (nuint)i), out var low, out var high);
-                accumulator += low + high;
-            }
-
-            sum = Vector.Sum(accumulator);
-        }
-
-        for (; i < values.Length; i++)
-        {
-            sum += values[i];
-        }
-
-        return sum;
+        return lastKept;
     }
 
     /// <summary>
@@ -509,61 +485,6 @@ internal sealed class LogitSampler
             var s = (values[i] - max) * inverseTemperature;
             scaled[i] = s >= MinScaledLogit ? s : float.NegativeInfinity;
         }
-    }
-
-    /// <summary>Collects the keys of the tokens of weight at least <paramref name="threshold"/>, growing the buffer as needed.</summary>
-    private static int Gather(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, float threshold, ref ulong[] keys, out double mass)
-    {
-        var count = 0;
-        mass = 0d;
-        var i = 0;
-        var width = Vector<float>.Count;
-        if (Vector.IsHardwareAccelerated && weights.Length >= width)
-        {
-            ref var start = ref MemoryMarshal.GetReference(weights);
-            var thresholds = new Vector<float>(threshold);
-            var last = weights.Length - width;
-            for (; i <= last; i += width)
-            {
-                if (!Vector.GreaterThanOrEqualAny(Vector.LoadUnsafe(ref start, (nuint)i), thresholds))
-                {
-                    continue;
-                }
-
-                for (var lane = i; lane < i + width; lane++)
-                {
-                    if (weights[lane] >= threshold)
-                    {
-                        Add(ref keys, ref count, KeyOf(values[lane], lane));
-                        mass += weights[lane];
-                    }
-                }
-            }
-        }
-
-        for (; i < weights.Length; i++)
-        {
-            if (weights[i] >= threshold)
-            {
-                Add(ref keys, ref count, KeyOf(values[i], i));
-                mass += weights[i];
-            }
-        }
-
-        return count;
-    }
-
-    private static void Add(ref ulong[] keys, ref int count, ulong key)
-    {
-        if (count == keys.Length)
-        {
-            var larger = ArrayPool<ulong>.Shared.Rent(keys.Length * 2);
-            keys.AsSpan(0, count).CopyTo(larger);
-            ArrayPool<ulong>.Shared.Return(keys);
-            keys = larger;
-        }
-
-        keys[count++] = key;
     }
 
     /// <summary>

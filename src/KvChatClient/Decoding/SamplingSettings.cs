@@ -8,7 +8,7 @@ namespace KvChat;
 /// </param>
 /// <param name="TopP">
 /// Nucleus sampling: keep the smallest set of most likely tokens whose probability mass is at least
-/// this value; in (0, 1]. 1 disables it.
+/// this value (among tokens of equal probability, the lower ids first); in (0, 1]. 1 disables it.
 /// </param>
 /// <param name="TopK">Keep only the this many most likely tokens; at least 0. 0 disables it; 1 means greedy.</param>
 /// <param name="FrequencyPenalty">

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 using KvChat;
 using Xunit;
 
@@ -356,9 +357,9 @@ public sealed class LogitSamplerTests
 
     /// <summary>
     /// The sampler's definition, written the slow way: sort the whole vocabulary ("greater logit, then lower id"), cut
-    /// top-k, weigh each token with float exp, sum in double precision, cut top-p against the whole mass, draw one
-    /// uniform number over the kept mass (in id order when neither top-k nor top-p is set). Tokens whose scaled logit
-    /// underflows exp are never kept.
+    /// top-k, weigh each token with float exp (TensorPrimitives'), sort what is left by "greater weight, then lower id",
+    /// sum in double precision, cut top-p against the whole mass, and draw one uniform number over the kept mass, walking
+    /// the kept tokens in id order. Tokens whose scaled logit underflows exp are never kept.
     /// </summary>
     private sealed class ReferenceSampler
     {
@@ -371,21 +372,19 @@ public sealed class LogitSamplerTests
             var max = logits.Max();
             var inverse = 1f / settings.Temperature;
             bool Eligible(int id) => (logits[id] - max) * inverse >= -87.3f;
-            double Weight(int id) => MathF.Exp((logits[id] - max) * inverse);
-            var topK = settings.TopK > 0 && settings.TopK < logits.Length;
+
+            // The sampler's exp (vectorised), so that the reference's weights are the sampler's to the bit.
+            var weights = logits.Select(l => (l - max) * inverse).ToArray();
+            TensorPrimitives.Exp(weights, weights);
+            float Weight(int id) => weights[id];
             IEnumerable<int> order = Enumerable.Range(0, logits.Length);
-            if (topK || settings.TopP < 1f)
+            if (settings.TopK > 0 && settings.TopK < logits.Length)
             {
-                order = order.OrderByDescending(i => logits[i]).ThenBy(i => i);
+                order = order.OrderByDescending(i => logits[i]).ThenBy(i => i).Take(settings.TopK);
             }
 
-            if (topK)
-            {
-                order = order.Take(settings.TopK);
-            }
-
-            var eligible = order.Where(Eligible).ToList();
-            var total = eligible.Sum(Weight);
+            var eligible = order.Where(Eligible).OrderByDescending(Weight).ThenBy(i => i).ToList();
+            var total = eligible.Sum(i => (double)Weight(i));
             var kept = new List<int>();
             var mass = 0d;
             foreach (var id in eligible)
@@ -398,8 +397,9 @@ public sealed class LogitSamplerTests
                 }
             }
 
+            kept.Sort();
             _kept = [.. kept];
-            _weights = [.. kept.Select(Weight)];
+            _weights = [.. kept.Select(i => (double)Weight(i))];
             _mass = mass;
         }
 
@@ -421,19 +421,23 @@ public sealed class LogitSamplerTests
     }
 
     [Theory]
-    [InlineData(1000, 0.8f, 1f, 0)]
-    [InlineData(1000, 0.8f, 0.9f, 0)]
-    [InlineData(1000, 0.8f, 1f, 40)]
-    [InlineData(1000, 0.8f, 0.9f, 40)]
-    [InlineData(40_000, 1.3f, 1f, 0)]
-    [InlineData(40_000, 0.7f, 0.95f, 0)]
-    [InlineData(40_000, 0.7f, 0.5f, 0)]
-    [InlineData(40_000, 0.7f, 1f, 50)]
-    [InlineData(40_000, 0.7f, 0.9f, 50)]
-    public void Next_SameSeed_DrawsWhatTheSortingReferenceDraws(int vocabulary, float temperature, float topP, int topK)
+    [InlineData(1000, 0.8f, 1f, 0, true)]
+    [InlineData(1000, 0.8f, 0.9f, 0, true)]
+    [InlineData(1000, 0.8f, 1f, 40, true)]
+    [InlineData(1000, 0.8f, 0.9f, 40, true)]
+    [InlineData(40_000, 1.3f, 1f, 0, true)]
+    [InlineData(40_000, 0.7f, 0.95f, 0, true)]
+    [InlineData(40_000, 0.7f, 0.5f, 0, true)]
+    [InlineData(40_000, 0.7f, 1f, 50, true)]
+    [InlineData(40_000, 0.7f, 0.9f, 50, true)]
+    [InlineData(40_000, 1f, 0.9f, 0, false)]
+    [InlineData(40_000, 0.7f, 0.5f, 0, false)]
+    [InlineData(40_000, 1f, 0.9f, 2000, false)]
+    public void Next_SameSeed_DrawsWhatTheSortingReferenceDraws(int vocabulary, float temperature, float topP, int topK, bool peaked)
     {
-        // Peaked logits like a trained model's (normal, 16 tokens raised), a few banned, and many ties (rounded to
-        // 1/8), so both the order among equal logits and the cut-offs matter.
+        // Logits like a trained model's (normal, 16 tokens raised) or a flat one (normal only: top-p keeps much of the
+        // vocabulary), a few banned, and many ties (rounded to 1/8), so both the order among equal weights and the
+        // cut-offs matter.
         var values = new Random(vocabulary + topK);
         var logits = new float[vocabulary];
         for (var i = 0; i < vocabulary; i++)
@@ -443,7 +447,7 @@ public sealed class LogitSamplerTests
 
         for (var i = 0; i < 16; i++)
         {
-            logits[values.Next(vocabulary)] += 6 + (4 * values.NextSingle());
+            logits[values.Next(vocabulary)] += peaked ? 6 + (4 * values.NextSingle()) : 0f;
             logits[values.Next(vocabulary)] = float.NegativeInfinity;
         }
 
