@@ -280,19 +280,9 @@ public sealed class OwnedBackendTests
         Assert.Equal(1, stats.MaxDecodeBatchSize);
     }
 
-    private static OwnedBackend Create(int context = 256)
-        => OwnedBackend.TryCreate(ModelFolder.Read(TinyPath), context, 4, 1, out var reason) ?? throw new InvalidOperationException(reason);
+    private static OwnedBackend Create(int context = 256) => OwnedTestSessions.Create(context);
 
-    private static int[] Prompt(int length, int seed)
-    {
-        var random = new Random(seed);
-        return [.. Enumerable.Range(0, length).Select(_ => random.Next(3, 250))];
-    }
+    private static int[] Prompt(int length, int seed) => OwnedTestSessions.Prompt(length, seed);
 
-    private static float[] Logits(IKvSession session)
-    {
-        var logits = new float[ModelKitOptions.Tiny.VocabSize];
-        session.ReadLastLogits(logits);
-        return logits;
-    }
+    private static float[] Logits(IKvSession session) => OwnedTestSessions.Logits(session);
 }

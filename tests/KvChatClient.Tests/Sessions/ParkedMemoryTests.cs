@@ -140,19 +140,9 @@ public sealed class ParkedMemoryTests
         Assert.Equal(1, tightBackend.ParkedMemory.Allocations);
     }
 
-    private static OwnedBackend Create()
-        => OwnedBackend.TryCreate(ModelFolder.Read(TinyPath), 512, 4, 1, out var reason) ?? throw new InvalidOperationException(reason);
+    private static OwnedBackend Create() => OwnedTestSessions.Create(512);
 
-    private static int[] Prompt(int length, int seed)
-    {
-        var random = new Random(seed);
-        return [.. Enumerable.Range(0, length).Select(_ => random.Next(3, 250))];
-    }
+    private static int[] Prompt(int length, int seed) => OwnedTestSessions.Prompt(length, seed);
 
-    private static float[] Logits(IKvSession session)
-    {
-        var logits = new float[ModelKitOptions.Tiny.VocabSize];
-        session.ReadLastLogits(logits);
-        return logits;
-    }
+    private static float[] Logits(IKvSession session) => OwnedTestSessions.Logits(session);
 }
