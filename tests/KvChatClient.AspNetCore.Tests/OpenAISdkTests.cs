@@ -214,11 +214,7 @@ public sealed class OpenAISdkTests(OpenAIServer server) : IClassFixture<OpenAISe
                 }
             });
 
-            var record = server.Observed.Streams.Skip(before).Single();
-            var end = await record.Ended.Task.WaitAsync(TimeSpan.FromSeconds(30), Cancel);
-            Log($"server side: {end} after {record.Updates} updates, {stopwatch.ElapsedMilliseconds} ms");
-            Assert.Equal(StreamEnd.Cancelled, end);
-            Assert.InRange(record.Updates, 2, OpenAIServer.Reply.Length - 5);
+            Log($"{await server.Observed.AssertOneStreamCancelledAsync(before, Cancel)}, {stopwatch.ElapsedMilliseconds} ms");
         }
         finally
         {

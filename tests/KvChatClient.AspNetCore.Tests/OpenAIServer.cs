@@ -98,6 +98,19 @@ public sealed class ObservedChatClient(IChatClient inner) : DelegatingChatClient
 
     public IReadOnlyCollection<StreamRecord> Streams => _streams;
 
+    /// <summary>
+    /// Checks that the one stream begun after the first <paramref name="before"/> ended cancelled, after at least 2
+    /// updates and well before the reply's end; returns what the server saw, for the test's log.
+    /// </summary>
+    public async Task<string> AssertOneStreamCancelledAsync(int before, CancellationToken cancellationToken)
+    {
+        var record = _streams.Skip(before).Single();
+        var end = await record.Ended.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+        Assert.Equal(StreamEnd.Cancelled, end);
+        Assert.InRange(record.Updates, 2, OpenAIServer.Reply.Length - 5);
+        return $"server side: {end} after {record.Updates} updates";
+    }
+
     public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(
         IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
