@@ -107,8 +107,9 @@ public sealed partial class KvChatClient
         try
         {
             // A prefix shorter than a block is never found by the pool's index: it would be loaded again every time.
-            var cached = Math.Max(_pool.GetLongestCachedPrefix(prompt), _options.BlockSize - 1);
-            if (store.Find(prompt, cached) is not { } entry)
+            // The disk index is scanned first (a few entries, compared while their first tokens match); the pool is
+            // asked only about a prefix found there, so a request whose prompt starts with none is not hashed twice.
+            if (store.Find(prompt, _options.BlockSize - 1) is not { } entry)
             {
                 return;
             }
