@@ -57,9 +57,12 @@ public sealed record KvCacheStatistics
     /// Gets how cached turns compare with a fresh prefill on this model, as a probe at load measured, when not every
     /// position is computed to the same bits however it is run: decode steps that drift beyond float rounding (int8
     /// activations, as int4 <c>MatMulNBits</c> at <c>accuracy_level</c> 4 computes them, the CPU export of GenAI's model
-    /// builder) make each reply be prefilled again with the next turn's tokens (counted in
-    /// <see cref="PrefilledInputTokens"/>), so cached turns stay identical to a fresh prefill; decode steps that differ
-    /// within rounding keep replies cached; prefills over cached positions that differ make cached turns near-exact.
+    /// builder) make each decode step run two rows (the previous token again with the new one, which a probe found
+    /// bit-identical to a prefill), so replies stay cached and cached turns stay identical to a fresh prefill, each reply
+    /// token being what a fresh prefill of everything before it says; where two-row steps are not exact, each reply is
+    /// prefilled again with the next turn's tokens instead (counted in <see cref="PrefilledInputTokens"/>); decode steps
+    /// that differ within rounding keep replies cached; prefills over cached positions that differ make cached turns
+    /// near-exact.
     /// <see langword="null"/> when every Run agrees bit for bit.
     /// </summary>
     public string? CacheExactnessNote { get; init; }

@@ -149,7 +149,7 @@ public sealed partial class KvChatClient : IChatClient
             && IntraOpThreads.Resolve(_options.IntraOpThreads) >= Environment.ProcessorCount;
         try
         {
-            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime, folder.VocabSize, ProbeStart(folder));
+            _backend = owned ?? (IKvBackend)new GeneratorBackend(_model!, _contextTokens, bytesPerToken, folder.SharedBuffer, oneRunAtATime, folder.VocabSize, ProbeStart(folder), _options.TwoRowDecodeSteps);
         }
         catch (Exception e) when (e is OnnxRuntimeGenAIException or InvalidOperationException)
         {
@@ -398,7 +398,7 @@ public sealed partial class KvChatClient : IChatClient
         // The same thread count GenAI runs with (KvChatClientOptions.IntraOpThreads): an explicit option wins over the
         // folder's genai_config.json, which wins over the default of one thread per logical processor.
         var threads = _options.IntraOpThreads ?? folder.Decoder.IntraOpThreads ?? IntraOpThreads.Default;
-        var owned = OwnedBackend.TryCreate(folder, _contextTokens, _options.MaxSessions, threads, out reason);
+        var owned = OwnedBackend.TryCreate(folder, _contextTokens, _options.MaxSessions, threads, out reason, twoRowSteps: _options.TwoRowDecodeSteps);
         if (owned is null)
         {
             if (_options.SessionBackend == KvSessionBackend.Owned)

@@ -275,6 +275,14 @@ public sealed class KvChatClientOptions
     /// <value>The default value is an empty list.</value>
     public IList<IReadOnlyList<ChatMessage>> WarmupPrompts => _warmupPrompts;
 
+    /// <summary>
+    /// Gets or sets whether, on a decoder whose one-row Runs drift from prefills (<see cref="RowExactness"/>), decode steps
+    /// run two rows so that replies stay cached; when false, such a decoder drops each reply from the cache and prefills it
+    /// again with the next turn. Internal: the benchmark and the tests measure both ways.
+    /// </summary>
+    /// <value>The default value is <see langword="true"/>.</value>
+    internal bool TwoRowDecodeSteps { get; set; } = true;
+
     internal KvChatClientOptions Clone()
     {
         var clone = (KvChatClientOptions)MemberwiseClone();

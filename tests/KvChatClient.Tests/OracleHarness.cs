@@ -7,16 +7,20 @@ namespace KvChat.Tests;
 
 /// <summary>
 /// Runs requests through a client and checks each reply against the oracle: a fresh generator that prefills the same
-/// prompt tokens says (greedily) exactly what the cached session said.
+/// prompt tokens says (greedily) exactly what the cached session said. With <c>prefillGreedy</c> (a decoder whose decode
+/// steps drift from prefills and that decodes two rows a step, <see cref="RowExactness.DecodesTwoRows"/>), each token
+/// of the reply must be what a fresh prefill of the prompt and the reply before it says (<see cref="RawGeneration.PrefillGreedy"/>).
 /// </summary>
 internal sealed class OracleHarness : IDisposable
 {
     private readonly Model _model;
     private readonly Tokenizer _tokenizer;
+    private readonly int[]? _eos;
     private ReplyTrace? _last;
 
-    public OracleHarness(string modelPath, KvChatClientOptions? options = null)
+    public OracleHarness(string modelPath, KvChatClientOptions? options = null, bool prefillGreedy = false)
     {
+        _eos = prefillGreedy ? [.. ModelFolder.Read(modelPath).EosTokenIds] : null;
         Client = new KvChatClient(modelPath, options);
         Client.Trace = trace => _last = trace;
         _model = (Model)Client.GetService(typeof(Model))!;
@@ -30,7 +34,8 @@ internal sealed class OracleHarness : IDisposable
     public ReplyTrace Last => _last ?? throw new InvalidOperationException("No reply yet.");
 
     /// <summary>The oracle's greedy continuation of a prompt.</summary>
-    public List<int> Fresh(int[] prompt, int maxNewTokens) => RawGeneration.FreshGreedy(_model, prompt, maxNewTokens);
+    public List<int> Fresh(int[] prompt, int maxNewTokens)
+        => _eos is null ? RawGeneration.FreshGreedy(_model, prompt, maxNewTokens) : RawGeneration.PrefillGreedy(_model, prompt, maxNewTokens, _eos);
 
     public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids.ToArray());
 

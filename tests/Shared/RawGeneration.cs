@@ -56,6 +56,33 @@ internal static class RawGeneration
         return max;
     }
 
+    /// <summary>
+    /// Greedy tokens where each is the argmax of the last logits of a fresh generator that prefills the prompt and every
+    /// token chosen before it in one <c>AppendTokens</c> (no decode step at all): what a decoder whose decode steps drift
+    /// from prefills says when every position is computed as a prefill computes it. An end-of-sequence id ends it, not
+    /// included.
+    /// </summary>
+    public static List<int> PrefillGreedy(Model model, ReadOnlySpan<int> prompt, int maxNewTokens, IReadOnlyCollection<int> eos)
+    {
+        var sequence = new List<int>(prompt.ToArray());
+        var result = new List<int>();
+        while (result.Count < maxNewTokens)
+        {
+            using var generator = NewGenerator(model, sequence.Count + 1);
+            generator.AppendTokens(sequence.ToArray());
+            var token = ArgMax(LastLogits(generator));
+            if (eos.Contains(token))
+            {
+                break;
+            }
+
+            result.Add(token);
+            sequence.Add(token);
+        }
+
+        return result;
+    }
+
     /// <summary>Greedy tokens a fresh generator says after prefilling <paramref name="prompt"/> (EOS ends, not included).</summary>
     public static List<int> FreshGreedy(Model model, ReadOnlySpan<int> prompt, int maxNewTokens)
     {

@@ -34,7 +34,8 @@ internal sealed class SessionTokenSource : TokenSource
     /// <param name="keepPromptLogits">Whether to keep the prompt's logits for the test trace.</param>
     /// <param name="exactness">
     /// How the backend's Runs agree: where one-row Runs differ from prefills, the prefill never computes a one-token
-    /// tail and the reply (decoded one row per Run) is not kept in the cache (<see cref="RowExactness"/>).
+    /// tail, and the reply is kept in the cache only where the session decodes two rows a step (otherwise, decoded one
+    /// row per Run, it is dropped at commit: <see cref="RowExactness"/>).
     /// </param>
     public SessionTokenSource(
         SessionPool<IKvSession>.Lease lease,
@@ -91,7 +92,9 @@ internal sealed class SessionTokenSource : TokenSource
         _prefilled = true;
         if (_session.CanFork)
         {
-            // The loop only appends from here: other requests may copy the prompt's KV while this reply decodes.
+            // The loop only appends from here: other requests may copy the prompt's KV while this reply decodes. (A
+            // two-row step writes the previous position again, to the same bits, under the backend's run lock, which
+            // every copy takes too.)
             _lease.Pool.Commit(_lease, Prompt, Prompt.Length, appendOnly: true);
         }
     }
@@ -124,8 +127,8 @@ internal sealed class SessionTokenSource : TokenSource
 
     /// <summary>
     /// The tokens the session holds, without a copy when it keeps them in a list (both backends do); on a decoder whose
-    /// one-row Runs differ from prefills, first rewinds the session to the prompt: the reply's positions were computed
-    /// one row per Run, so the next turn prefills them again, with its own tokens, as one prefill would.
+    /// one-row Runs differ from prefills and the reply was decoded one row per Run, first rewinds the session to the
+    /// prompt: the next turn prefills the reply again, with its own tokens, as one prefill would.
     /// </summary>
     private ReadOnlySpan<int> KeptTokens()
     {

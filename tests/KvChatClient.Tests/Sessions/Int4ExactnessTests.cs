@@ -10,8 +10,8 @@ namespace KvChat.Tests.Sessions;
 /// int4 <c>MatMulNBits</c> at <c>accuracy_level</c> 4 (int8 activations, the CPU export of GenAI's model builder) on
 /// ONNX Runtime's CPU kernels: a one-row Run (a decode step) computes a position to other bits than the same position
 /// inside a prefill, while any Run of two or more rows agrees with one prefill. The load-time probe finds it on both
-/// backends, and the cache stays exact: replies are prefilled again with the next turn, and no prefill computes a
-/// one-token tail.
+/// backends, and the cache stays exact: decode steps run two rows (<see cref="TwoRowDecodeTests"/>) or, with those
+/// turned off, replies are prefilled again with the next turn (here); no prefill computes a one-token tail.
 /// </summary>
 public sealed class Int4ExactnessTests
 {
@@ -42,7 +42,14 @@ public sealed class Int4ExactnessTests
         var stats = client.GetService<KvCacheStatistics>()!;
         Assert.Equal(backend, stats.Backend);
         Assert.Contains("drift from a prefill", stats.CacheExactnessNote, StringComparison.Ordinal);
-        Assert.Contains("prefilled again", stats.CacheExactnessNote, StringComparison.Ordinal);
+        Assert.Contains("runs two rows", stats.CacheExactnessNote, StringComparison.Ordinal);
+        Assert.Contains("replies stay cached", stats.CacheExactnessNote, StringComparison.Ordinal);
+        Assert.True(client.SessionBackend.RowExactness.TwoRowStepsMatch);
+
+        // Two-row steps turned off: replies are prefilled again.
+        using var recompute = new KvChatClient(Int4Path, new KvChatClientOptions { SessionBackend = backend, TwoRowDecodeSteps = false });
+        Assert.Contains("prefilled again", recompute.GetService<KvCacheStatistics>()!.CacheExactnessNote, StringComparison.Ordinal);
+        Assert.True(recompute.SessionBackend.RowExactness.RecomputesReplies);
 
         // accuracy_level 0 (float activations) and fp32 weights: decode steps differ within float rounding only.
         using var float32 = new KvChatClient(TestModels.PathOf(Int4Shape with { Int4AccuracyLevel = 0 }), new KvChatClientOptions { SessionBackend = backend });
@@ -53,9 +60,10 @@ public sealed class Int4ExactnessTests
 
     [Theory]
     [MemberData(nameof(Backends))]
-    public async Task Conversation_EveryTurn_EqualsAFreshPrefill_RepliesCountAsPrefilled(KvSessionBackend backend)
+    public async Task Recompute_EveryTurn_EqualsAFreshPrefill_RepliesCountAsPrefilled(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1 });
+        // One-row decode steps, as GenAI's own loop decodes: the replies equal GenAI's greedy replies.
+        using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1, TwoRowDecodeSteps = false });
         List<ChatMessage> history = [new(ChatRole.System, "You are a terse assistant for the int4 oracle.")];
         var traces = new List<ReplyTrace>();
         for (var turn = 0; turn < 4; turn++)
@@ -84,7 +92,7 @@ public sealed class Int4ExactnessTests
     [MemberData(nameof(Backends))]
     public async Task SamePromptTwice_NeverPrefillsAOneTokenTail_BothEqualAFreshPrefill(KvSessionBackend backend)
     {
-        using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1 });
+        using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1 }, prefillGreedy: true);
         List<ChatMessage> history = [new(ChatRole.User, "Say something, then say it again.")];
         var options = new ChatOptions { MaxOutputTokens = 16 };
         await harness.AskAsync(history, options, TestContext.Current.CancellationToken);
@@ -100,7 +108,7 @@ public sealed class Int4ExactnessTests
     public void OwnedPrefill_OfAChunkAndOneToken_IsBitIdenticalToOneGenAiPrefill()
     {
         using var backend = OwnedBackend.TryCreate(ModelFolder.Read(Int4Path), 512, 2, 2, out var reason) ?? throw new InvalidOperationException(reason);
-        Assert.True(backend.RowExactness.RecomputesReplies);
+        Assert.True(backend.RowExactness.AvoidsOneRowRuns);
         using var config = new Config(Int4Path);
         config.Overlay(IntraOpThreads.Overlay(2));
         using var model = new Model(config);
@@ -124,7 +132,7 @@ public sealed class Int4ExactnessTests
         config.Overlay(IntraOpThreads.Overlay(2));
         using var model = new Model(config);
         using var backend = new GeneratorBackend(model, 256, ModelFolder.Read(Int4Path).KvBytesPerToken, sharedBuffer: true, oneRunAtATime: false, Int4Shape.VocabSize, 1);
-        Assert.True(backend.RowExactness.RecomputesReplies);
+        Assert.True(backend.RowExactness.AvoidsOneRowRuns);
         var random = new Random(9);
         int[] prompt = [.. Enumerable.Range(0, 40).Select(_ => random.Next(3, Int4Shape.VocabSize))];
 
@@ -139,11 +147,12 @@ public sealed class Int4ExactnessTests
     }
 
     [Fact]
-    public async Task OwnedBatching_StaysOn_BatchedSteps_AreBitIdenticalToSingleSteps()
+    public async Task OwnedBatching_OfOneRowSteps_StaysOn_BatchedSteps_AreBitIdenticalToSingleSteps()
     {
-        // Batched decode rows are still one-row sequences for attention, and MatMulNBits at accuracy_level 4 computes a
-        // row to the same bits whatever the number of rows: the load-time probe finds batching exact and keeps it.
-        using var backend = OwnedBackend.TryCreate(ModelFolder.Read(Int4Path), 256, 4, 2, out var reason) ?? throw new InvalidOperationException(reason);
+        // With one-row steps (two-row steps off), batched decode rows are one-row sequences for attention, and
+        // MatMulNBits at accuracy_level 4 computes a row to the same bits whatever the number of rows: the load-time
+        // probe finds batching exact and keeps it.
+        using var backend = OwnedBackend.TryCreate(ModelFolder.Read(Int4Path), 256, 4, 2, out var reason, twoRowSteps: false) ?? throw new InvalidOperationException(reason);
         Assert.Null(backend.BatchingNote);
         var sessions = Enumerable.Range(0, 2).Select(_ => backend.CreateSession()).ToArray();
         var random = new Random(3);
@@ -181,14 +190,30 @@ public sealed class Int4ExactnessTests
     {
         var recompute = new RowExactness(SingleRowsMatch: false, SingleRowDrift: 0.08f, ChunksMatch: true, LogitRange: 20f);
         Assert.True(recompute.RecomputesReplies);
+        Assert.False(recompute.DecodesTwoRows);
         Assert.Equal(2, recompute.MinimumTail);
         Assert.Equal(8, recompute.Keep(9, 10));
         Assert.Equal(8, recompute.Keep(8, 10));
         Assert.Equal(0, recompute.Keep(0, 1));
         Assert.Contains("prefilled again", recompute.Note, StringComparison.Ordinal);
+        Assert.Contains("not bit-identical", recompute.Note, StringComparison.Ordinal);
 
-        var rounding = new RowExactness(SingleRowsMatch: false, SingleRowDrift: 2e-5f, ChunksMatch: true, LogitRange: 20f);
+        // Two-row steps found exact: they are taken, replies are kept, and prefills still keep a tail of two.
+        var twoRows = recompute with { TwoRowStepsMatch = true };
+        Assert.True(twoRows.DecodesTwoRows);
+        Assert.False(twoRows.RecomputesReplies);
+        Assert.Equal(2, twoRows.MinimumTail);
+        Assert.Equal(8, twoRows.Keep(9, 10));
+        Assert.Contains("runs two rows", twoRows.Note, StringComparison.Ordinal);
+        var off = twoRows with { TwoRowStepsAllowed = false };
+        Assert.False(off.DecodesTwoRows);
+        Assert.True(off.RecomputesReplies);
+        Assert.Contains("prefilled again", off.Note, StringComparison.Ordinal);
+        Assert.DoesNotContain("not bit-identical", off.Note, StringComparison.Ordinal);
+
+        var rounding = new RowExactness(SingleRowsMatch: false, SingleRowDrift: 2e-5f, ChunksMatch: true, LogitRange: 20f, TwoRowStepsMatch: true);
         Assert.False(rounding.RecomputesReplies);
+        Assert.False(rounding.DecodesTwoRows);
         Assert.Equal(9, rounding.Keep(9, 10));
         Assert.Equal(1, rounding.MinimumTail);
         Assert.Contains("within float rounding", rounding.Note, StringComparison.Ordinal);

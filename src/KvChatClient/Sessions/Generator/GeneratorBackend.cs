@@ -34,7 +34,12 @@ internal sealed class GeneratorBackend : IKvBackend
     /// <param name="oneRunAtATime">Whether the sessions' forward passes take turns (see the remarks).</param>
     /// <param name="vocab">The vocabulary size.</param>
     /// <param name="probeStart">The token the probe's prompt starts with.</param>
-    public GeneratorBackend(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer, bool oneRunAtATime, int vocab, int probeStart)
+    /// <param name="twoRowSteps">
+    /// Whether decode steps may run two rows where one-row Runs drift (<see cref="RowExactness.TwoRowStepsAllowed"/>); only
+    /// on a shared buffer, where rewinding a generator by one position is bookkeeping (a concatenated KV cache would be
+    /// copied on every step), so a concatenating decoder recomputes replies instead.
+    /// </param>
+    public GeneratorBackend(Model model, int contextTokens, long bytesPerToken, bool sharedBuffer, bool oneRunAtATime, int vocab, int probeStart, bool twoRowSteps = true)
     {
         _model = model;
         _contextTokens = contextTokens;
@@ -42,10 +47,10 @@ internal sealed class GeneratorBackend : IKvBackend
         _sharedBuffer = sharedBuffer;
         _runGate = oneRunAtATime ? new Lock() : null;
         RowExactness = RowExactness.Probe(
-            () => new KvSession(model, Math.Min(ProbeContext, contextTokens), bytesPerToken, sharedBuffer, _runGate),
+            twoRows => new KvSession(model, Math.Min(ProbeContext, contextTokens), bytesPerToken, sharedBuffer, _runGate) { TwoRowSteps = twoRows },
             vocab,
             probeStart,
-            Math.Min(ProbeContext, contextTokens));
+            Math.Min(ProbeContext, contextTokens)) with { TwoRowStepsAllowed = twoRowSteps && sharedBuffer };
     }
 
     public KvSessionBackend Kind => KvSessionBackend.Generator;
@@ -55,7 +60,11 @@ internal sealed class GeneratorBackend : IKvBackend
     public RowExactness RowExactness { get; }
 
     public IKvSession CreateSession()
-        => new KvSession(_model, _contextTokens, _bytesPerToken, _sharedBuffer, _runGate) { AppendsLastPromptTokenAlone = !RowExactness.RecomputesReplies };
+        => new KvSession(_model, _contextTokens, _bytesPerToken, _sharedBuffer, _runGate)
+        {
+            AppendsLastPromptTokenAlone = !RowExactness.AvoidsOneRowRuns,
+            TwoRowSteps = RowExactness.DecodesTwoRows,
+        };
 
     public DecodeStepStatistics GetStepStatistics() => new(0, 0, 0,
         _runGate is null ? "Generator sessions decode one Run each, at once." : "Generator sessions decode one Run each, one Run at a time (each Run uses every core).");

@@ -51,6 +51,13 @@ internal sealed class KvSession : IKvSession
     /// </summary>
     internal bool AppendsLastPromptTokenAlone { get; init; } = true;
 
+    /// <summary>
+    /// Gets whether each decode step rewinds the generator by one position and appends the previous token again with
+    /// the new one (a Run of two rows, <see cref="RowExactness.DecodesTwoRows"/>), so that no position the session holds
+    /// comes from a one-row Run.
+    /// </summary>
+    internal bool TwoRowSteps { get; init; }
+
     public int ContextTokens => _contextTokens;
 
     /// <summary>Gets <see langword="false"/>: GenAI cannot copy KV between generators, nor write KV into one.</summary>
@@ -123,24 +130,39 @@ internal sealed class KvSession : IKvSession
         }
     }
 
-    /// <summary>Appends one chosen token (computes its K/V and the next logits).</summary>
+    /// <summary>Appends one chosen token (computes its K/V and the next logits; with <see cref="TwoRowSteps"/>, the previous token's again).</summary>
     public void Append(int token)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        var generator = _generator ??= CreateGenerator();
+        var twoRows = TwoRowSteps && _tokens.Count > 0;
         if (_runGate is null)
         {
-            _generator!.AppendTokens([token]);
+            Step(generator, token, twoRows);
         }
         else
         {
             lock (_runGate)
             {
-                _generator!.AppendTokens([token]);
+                Step(generator, token, twoRows);
             }
         }
 
-        _lastAppendLength = 1;
+        _lastAppendLength = twoRows ? 2 : 1;
         _tokens.Add(token);
+    }
+
+    private void Step(Generator generator, int token, bool twoRows)
+    {
+        if (!twoRows)
+        {
+            generator.AppendTokens([token]);
+            return;
+        }
+
+        // On a shared buffer the rewind is bookkeeping; the Run of two rows writes the previous position's KV again.
+        generator.RewindTo((ulong)(_tokens.Count - 1));
+        generator.AppendTokens([_tokens[^1], token]);
     }
 
     /// <summary>

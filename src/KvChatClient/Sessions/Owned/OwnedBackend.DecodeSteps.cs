@@ -9,7 +9,7 @@ internal sealed unsafe partial class OwnedBackend
     /// <summary>The most padding rows a batched Run carries between two sessions' slots before it is split in two Runs.</summary>
     private const int MaxPaddingGap = 2;
 
-    private readonly float[] _stepLogits;
+    private float[] _stepLogits;
     private readonly Lock _queueLock = new();
     private List<StepRequest> _waiting = [];
     private List<StepRequest> _running = [];
@@ -55,6 +55,14 @@ internal sealed unsafe partial class OwnedBackend
     /// for its first past[b] + 1 positions, so GroupQueryAttention gives each row its own length and writes its token
     /// at position past[b]. A slot in between that has no request is a padding row: mask [1, 0, ...] makes it write
     /// position 0, which is saved before and restored after the Run (under the run lock, so nothing sees it).
+    /// </para>
+    /// <para>
+    /// <b>Two-row steps</b> (<see cref="StepRequest.Rows"/> = 2, on a decoder whose one-row Runs drift from prefills,
+    /// <see cref="RowExactness.DecodesTwoRows"/>): the Run carries the slot's previous token again and the new one, at
+    /// positions past - 1 and past, so every position is computed in a Run of two rows and gets the bits of one prefill;
+    /// the previous position's KV is rewritten to the bits it had. ONNX Runtime's CPU GroupQueryAttention takes several
+    /// rows after cached positions for a batch of one only, so such steps run one session at a time
+    /// (<see cref="BatchingNote"/>); the layout below still holds for them (a padding row would write positions 0 and 1).
     /// </para>
     /// <para>
     /// Exactness: at load, a probe compares batched with single steps bit for bit; on a decoder where they differ
@@ -109,7 +117,7 @@ internal sealed unsafe partial class OwnedBackend
                 var j = i + 1;
                 if (_batchingNote is null)
                 {
-                    while (j < requests.Length && requests[j].Slot - requests[j - 1].Slot - 1 <= MaxPaddingGap)
+                    while (j < requests.Length && requests[j].Slot - requests[j - 1].Slot - 1 <= MaxPaddingGap && requests[j].Rows == requests[i].Rows)
                     {
                         j++;
                     }
@@ -125,52 +133,71 @@ internal sealed unsafe partial class OwnedBackend
         }
     }
 
-    /// <summary>One Run for requests on ascending slots; every request ends done, with logits or an error. Under the run lock.</summary>
+    /// <summary>
+    /// One Run for requests on ascending slots, all of the same <see cref="StepRequest.Rows"/>; every request ends done,
+    /// with logits or an error. Under the run lock.
+    /// </summary>
     private void RunGroup(ReadOnlySpan<StepRequest> requests)
     {
         var first = requests[0].Slot;
+        var sequence = requests[0].Rows;
         var rows = requests[^1].Slot - first + 1;
-        var width = 1;
+        var width = sequence;
         foreach (var request in requests)
         {
             width = Math.Max(width, request.Past + 1);
         }
 
-        var ids = new long[rows];
+        var ids = new long[rows * sequence];
         var mask = new long[rows * width];
-        var positions = _positionIds ? new long[rows] : null;
+        var positions = _positionIds ? new long[rows * sequence] : null;
         var isPadding = new bool[rows];
         isPadding.AsSpan().Fill(true);
         foreach (var request in requests)
         {
             var row = request.Slot - first;
             isPadding[row] = false;
-            ids[row] = request.Token;
+            ids[(row * sequence) + sequence - 1] = request.Token;
+            if (sequence == 2)
+            {
+                ids[row * sequence] = request.Previous;
+            }
+
             mask.AsSpan(row * width, request.Past + 1).Fill(1);
             if (positions is not null)
             {
-                positions[row] = request.Past;
+                for (var s = 0; s < sequence; s++)
+                {
+                    positions[(row * sequence) + s] = request.Past - sequence + 1 + s;
+                }
             }
         }
 
-        var perPosition = KvHeads * HeadSize;
-        float[]? saved = null;
+        // A padding row computes positions [0, sequence) of its slot: they are saved before the Run and restored after.
+        var saved = sequence * _blocks.Length * KvHeads * HeadSize;
+        float[]? store = null;
         for (var row = 0; row < rows; row++)
         {
             if (isPadding[row])
             {
-                mask[row * width] = 1;
-                saved ??= new float[rows * _blocks.Length * perPosition];
-                CopyPositionZero(first + row, saved.AsSpan(row * _blocks.Length * perPosition), save: true);
+                mask.AsSpan(row * width, sequence).Fill(1);
+                store ??= new float[rows * saved];
+                CopyFirstPositions(first + row, sequence, store.AsSpan(row * saved, saved), save: true);
             }
         }
 
         try
         {
-            Run(first, rows, ids, 1, mask, width, positions, _stepLogits.AsMemory(0, rows * Vocab));
+            var logitRows = LogitRows(sequence);
+            if (_stepLogits.Length < rows * logitRows * Vocab)
+            {
+                _stepLogits = new float[Slots * logitRows * Vocab];
+            }
+
+            Run(first, rows, ids, sequence, mask, width, positions, _stepLogits.AsMemory(0, rows * logitRows * Vocab));
             foreach (var request in requests)
             {
-                _stepLogits.AsSpan((request.Slot - first) * Vocab, Vocab).CopyTo(request.Logits);
+                _stepLogits.AsSpan((((request.Slot - first) * logitRows) + logitRows - 1) * Vocab, Vocab).CopyTo(request.Logits);
                 request.Done = true;
             }
         }
@@ -184,13 +211,13 @@ internal sealed unsafe partial class OwnedBackend
         }
         finally
         {
-            if (saved is not null)
+            if (store is not null)
             {
                 for (var row = 0; row < rows; row++)
                 {
                     if (isPadding[row])
                     {
-                        CopyPositionZero(first + row, saved.AsSpan(row * _blocks.Length * perPosition), save: false);
+                        CopyFirstPositions(first + row, sequence, store.AsSpan(row * saved, saved), save: false);
                     }
                 }
             }
@@ -204,15 +231,17 @@ internal sealed unsafe partial class OwnedBackend
         }
     }
 
-    private void CopyPositionZero(int slot, Span<float> store, bool save)
+    /// <summary>Saves (or restores) positions [0, <paramref name="count"/>) of every layer's K and V of a slot.</summary>
+    private void CopyFirstPositions(int slot, int count, Span<float> store, bool save)
     {
+        var length = count * HeadSize;
         var offset = 0;
         foreach (var block in _blocks)
         {
             for (var h = 0; h < KvHeads; h++)
             {
-                var kv = new Span<float>((void*)Position(block, slot, h, 0), HeadSize);
-                var kept = store.Slice(offset, HeadSize);
+                var kv = new Span<float>((void*)Position(block, slot, h, 0), length);
+                var kept = store.Slice(offset, length);
                 if (save)
                 {
                     kv.CopyTo(kept);
@@ -222,7 +251,7 @@ internal sealed unsafe partial class OwnedBackend
                     kept.CopyTo(kv);
                 }
 
-                offset += HeadSize;
+                offset += length;
             }
         }
     }
@@ -239,6 +268,15 @@ internal sealed unsafe partial class OwnedBackend
         public int Past { get; set; }
 
         public long Token { get; set; }
+
+        /// <summary>
+        /// The rows the step computes: 1 (the new token), or 2 (the token at <see cref="Past"/> - 1 again, then the new
+        /// one: a two-row step, see <see cref="Step"/>).
+        /// </summary>
+        public int Rows { get; set; } = 1;
+
+        /// <summary>The token at position <see cref="Past"/> - 1, computed again by a two-row step.</summary>
+        public long Previous { get; set; }
 
         /// <summary>Set under the run lock when the step ran (or failed).</summary>
         public bool Done { get; set; }

@@ -16,8 +16,9 @@ internal sealed partial class OwnedBackend
     /// <param name="intraOpThreads">ONNX Runtime's intra-op threads.</param>
     /// <param name="reason">Why the backend declined, or <see langword="null"/>.</param>
     /// <param name="lastPositionLogits">Whether to rewrite the graph so that a prefill computes the LM head for its last positions only (<see cref="LastPositionLogits"/>).</param>
+    /// <param name="twoRowSteps">Whether decode steps may run two rows where one-row Runs drift (<see cref="RowExactness.TwoRowStepsAllowed"/>).</param>
     /// <returns>The backend, or <see langword="null"/> when it declined.</returns>
-    public static OwnedBackend? TryCreate(ModelFolder folder, int context, int maxSessions, int intraOpThreads, out string? reason, bool lastPositionLogits = true)
+    public static OwnedBackend? TryCreate(ModelFolder folder, int context, int maxSessions, int intraOpThreads, out string? reason, bool lastPositionLogits = true, bool twoRowSteps = true)
     {
         reason = CheckConfig(folder, out var file);
         if (reason is not null)
@@ -67,12 +68,15 @@ internal sealed partial class OwnedBackend
         int[] specialTokens = [.. folder.AddedTokens.Where(t => t.Special).Select(t => t.Id)];
         try
         {
+            // Row exactness first: two-row decode steps are not batched.
+            backend.RowExactness = RowExactness.Probe(backend.CreateSession, backend.Vocab, specialTokens.Length == 0 ? 1 : specialTokens[0], context) with { TwoRowStepsAllowed = twoRowSteps };
             backend._batchingNote = backend._batchOfOne
                 ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
                 : operators.Contains("If")
                     ? "the decoder has an If node (LongRoPE exports switch the cos/sin cache on the mask width for the whole batch): decode steps run one session at a time."
-                    : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), specialTokens);
-            backend.RowExactness = RowExactness.Probe(backend.CreateSession, backend.Vocab, specialTokens.Length == 0 ? 1 : specialTokens[0], context);
+                    : backend.RowExactness.DecodesTwoRows
+                        ? TwoRowBatchingNote
+                        : backend.ProbeBatching(operators.Contains("com.microsoft:MatMulNBits"), specialTokens);
             backend.ResetStepCounters();
         }
         catch (Exception e) when (e is OnnxRuntimeException or ArgumentException or InvalidOperationException)
@@ -84,6 +88,9 @@ internal sealed partial class OwnedBackend
 
         return backend;
     }
+
+    /// <summary>Why two-row decode steps run one session at a time (ONNX Runtime 1.31's CPU kernel says so when asked for more).</summary>
+    internal const string TwoRowBatchingNote = "decode steps run two rows each (RowExactness), one session at a time: GroupQueryAttention's CPU kernel computes several rows after cached positions for a batch of one only (\"batch_size must be 1 when sequence_length > 1 and past context is given\").";
 
     /// <summary>Gets what a prefill computes logits for, and why: the last positions, or every position and why not.</summary>
     public string LogitsNote { get; private set; } = "";

@@ -133,7 +133,10 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
 
     public KvSnapshotFormat.Layout Layout => new(Layers, KvHeads, HeadSize);
 
-    public IKvSession CreateSession() => new OwnedSession(this, AcquireSlot());
+    public IKvSession CreateSession() => CreateSession(RowExactness.DecodesTwoRows);
+
+    /// <summary>Creates a session that decodes one row a step, or two (<see cref="OwnedSession.TwoRowSteps"/>).</summary>
+    internal IKvSession CreateSession(bool twoRowSteps) => new OwnedSession(this, AcquireSlot()) { TwoRowSteps = twoRowSteps };
 
     public void Dispose()
     {

@@ -29,6 +29,12 @@ internal sealed class OwnedSession : IKvSession
     /// <summary>Gets the arena slot that holds this session's KV.</summary>
     public int Slot { get; }
 
+    /// <summary>
+    /// Gets whether each decode step computes the previous token again together with the new one (a Run of two rows,
+    /// <see cref="RowExactness.DecodesTwoRows"/>), so that no position this session holds comes from a one-row Run.
+    /// </summary>
+    public bool TwoRowSteps { get; init; }
+
     public IReadOnlyList<int> Tokens => _tokens;
 
     public int TokenCount => _tokens.Count;
@@ -93,6 +99,10 @@ internal sealed class OwnedSession : IKvSession
         _logitsValid = false;
         _step.Token = _backend.CheckToken(token);
         _step.Past = _tokens.Count;
+
+        // A two-row step needs a previous token; a first token alone is computed again, in two rows, by the next step.
+        _step.Rows = TwoRowSteps && _tokens.Count > 0 ? 2 : 1;
+        _step.Previous = _step.Rows == 2 ? _tokens[^1] : 0;
         _backend.Step(_step);
         _tokens.Add(token);
         _logitsValid = true;
