@@ -109,7 +109,7 @@ internal static class BenchmarkApp
                     var peak = memory.StopAndGetPeakDelta();
                     var checkedTurns = lastTurnOnly ? turns.TakeLast(1).ToList() : turns;
                     int? oracleFailures = repeat != 0 ? null
-                        : way.StartsWith("kvchat", StringComparison.Ordinal) ? Oracle.Check(model, checkedTurns)
+                        : way.StartsWith("kvchat", StringComparison.Ordinal) ? Oracle.Check(model, checkedTurns, Oracle.DecodesTwoRows(instance))
                         : way.StartsWith("llama", StringComparison.Ordinal) ? LlamaOracle.Check(peer!, checkedTurns, settings.ReplyTokens)
                         : null;
                     if (way.StartsWith("kvchat", StringComparison.Ordinal))
@@ -241,7 +241,17 @@ internal sealed class MemorySampler : IDisposable
 /// <summary>Checks KvChatClient's greedy replies against fresh generators that prefill the same prompt tokens.</summary>
 internal static class Oracle
 {
-    public static int Check(Model model, IReadOnlyList<TurnResult> turns)
+    /// <summary>Whether a way is a KvChatClient that decodes two rows a step (<see cref="RowExactness.DecodesTwoRows"/>).</summary>
+    public static bool DecodesTwoRows(IWay way) => way is ChatClientWay { Client: KvChatClient client } && client.SessionBackend.RowExactness.DecodesTwoRows;
+
+    /// <summary>
+    /// Counts the turns whose reply differs from a fresh generator's greedy reply to the same prompt tokens. With
+    /// <paramref name="twoRows"/> (a client that decodes two rows a step, on a decoder whose one-row steps drift from
+    /// prefills), each token of the fresh reply is what a prefill of the prompt and the tokens before it says: after each
+    /// token the fresh generator rewinds one position and appends the last two tokens in one Run, which gives the bits
+    /// of one prefill of everything (measured at load and in TwoRowDecodeTests).
+    /// </summary>
+    public static int Check(Model model, IReadOnlyList<TurnResult> turns, bool twoRows = false)
     {
         var failures = 0;
         foreach (var turn in turns)
@@ -264,7 +274,14 @@ internal static class Oracle
                     break;
                 }
 
-                fresh.Add(generator.GetSequence(0)[^1]);
+                var sequence = generator.GetSequence(0);
+                fresh.Add(sequence[^1]);
+                if (twoRows && fresh.Count < turn.Output.Length)
+                {
+                    int[] last = [sequence[^2], sequence[^1]];
+                    generator.RewindTo((ulong)(sequence.Length - 2));
+                    generator.AppendTokens(last);
+                }
             }
 
             if (!fresh.SequenceEqual(turn.Output))

@@ -186,6 +186,7 @@ internal sealed class Report(string label, string modelPath, int systemTokens, i
         "kvchat-session-each" => "KvChatClient, 12 sessions",
         "kvchat-no-memo" => "KvChatClient, replies re-encoded (no reply memo)",
         "kvchat-generator" => "KvChatClient, generator backend (4 sessions)",
+        "kvchat-recompute" => "KvChatClient, one-row decode steps, replies prefilled again",
         "ideal" => "ideal: raw generator, new tokens only",
         "llama-stateless" => "LLamaSharp AsChatClient, StatelessExecutor",
         "llama-interactive" => "LLamaSharp AsChatClient, InteractiveExecutor",

@@ -139,8 +139,10 @@ internal static class WayFactory
     {
         if (realShape)
         {
-            // The side-by-side ways only: GenAI's own clients re-prefill or mis-cache exactly as on the bench model.
-            return peer ? ["kvchat", "ideal", "llama-stateless", "llama-interactive", "llama-ideal"] : ["kvchat", "ideal"];
+            // The side-by-side ways only: GenAI's own clients re-prefill or mis-cache exactly as on the bench model. On
+            // int4 shapes KvChatClient decodes two rows a step (RowExactness); kvchat-recompute is the other way, one-row
+            // steps with each reply prefilled again by the next turn.
+            return peer ? ["kvchat", "kvchat-recompute", "ideal", "llama-stateless", "llama-interactive", "llama-ideal"] : ["kvchat", "kvchat-recompute", "ideal"];
         }
 
         IEnumerable<string> names = workload.ManyConversations
@@ -170,7 +172,13 @@ internal static class WayFactory
             case "kvchat-session-each":
             case "kvchat-no-memo":
             case "kvchat-generator":
+            case "kvchat-recompute":
                 var options = new KvChatClientOptions();
+                if (name == "kvchat-recompute")
+                {
+                    options.TwoRowDecodeSteps = false;
+                }
+
                 if (name == "kvchat-generator")
                 {
                     options.SessionBackend = KvSessionBackend.Generator;

@@ -26,6 +26,12 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
+// --two-row MODEL ROUNDS [OUTPUT]: one-row against two-row decode steps, and the next turn's prefill either way (see TwoRowSteps).
+if (args is ["--two-row", var twoRowModel, var twoRowRounds, .. var twoRowRest])
+{
+    return TwoRowSteps.Run(twoRowModel, int.Parse(twoRowRounds, System.Globalization.CultureInfo.InvariantCulture), twoRowRest.FirstOrDefault());
+}
+
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");
