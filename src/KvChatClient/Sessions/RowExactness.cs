@@ -99,7 +99,7 @@ internal sealed record RowExactness(bool SingleRowsMatch, float SingleRowDrift, 
         (true, false, true, true) => string.Create(CultureInfo.InvariantCulture,
             $"decode steps of one row drift from a prefill of the same tokens on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps; int8 activations, as int4 MatMulNBits at accuracy_level 4 computes them, do this): each decode step runs two rows (the previous token again with the new one, bit-identical to a prefill), so replies stay cached and cached turns stay identical to a fresh prefill."),
         (true, false, true, false) => string.Create(CultureInfo.InvariantCulture,
-            $"decode steps of one row drift from a prefill of the same tokens on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps; int8 activations, as int4 MatMulNBits at accuracy_level 4 computes them, do this): each reply is prefilled again with the next turn's tokens{(TwoRowStepsMatch ? string.Empty : " (two-row decode steps were not bit-identical to a prefill either)")}, so cached turns stay identical to a fresh prefill."),
+            $"decode steps of one row drift from a prefill of the same tokens on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps; int8 activations, as int4 MatMulNBits at accuracy_level 4 computes them, do this): each reply is prefilled again with the next turn's tokens{(TwoRowStepsAllowed && !TwoRowStepsMatch ? " (two-row decode steps were not bit-identical to a prefill either)" : string.Empty)}, so cached turns stay identical to a fresh prefill."),
         (true, false, false, _) => string.Create(CultureInfo.InvariantCulture,
             $"decode steps (one-row Runs) differ from a prefill of the same tokens within float rounding on this decoder (max |logit difference| {SingleRowDrift:G3} after {ProbeSteps} steps): replies stay cached, and cached turns equal a fresh prefill within that rounding."),
         _ => "a Run over cached positions is not bit-identical to one prefill of the whole prompt on this decoder: cached turns are near-exact, not identical, to a fresh prefill.",
@@ -123,7 +123,8 @@ internal sealed record RowExactness(bool SingleRowsMatch, float SingleRowDrift, 
     /// <param name="vocab">The model's vocabulary size.</param>
     /// <param name="start">A token to start the prompt with (a special token: role markers are what prompts start with).</param>
     /// <param name="context">The tokens a session holds: below the probe's length, nothing is probed (<see cref="Exact"/>).</param>
-    public static RowExactness Probe(Func<bool, IKvSession> createSession, int vocab, int start, int context)
+    /// <param name="twoRowSteps">Whether the backend may decode two rows a step (<see cref="TwoRowStepsAllowed"/>); when false, (c) is not run.</param>
+    public static RowExactness Probe(Func<bool, IKvSession> createSession, int vocab, int start, int context, bool twoRowSteps = true)
     {
         if (context < ProbePrompt + ProbeSteps)
         {
@@ -166,8 +167,8 @@ internal sealed record RowExactness(bool SingleRowsMatch, float SingleRowDrift, 
             range = expected.Max() - expected.Min();
         }
 
-        var result = new RowExactness(drift is null, drift ?? 0f, chunksMatch, float.IsFinite(range) ? range : 1f);
-        return result.AvoidsOneRowRuns
+        var result = new RowExactness(drift is null, drift ?? 0f, chunksMatch, float.IsFinite(range) ? range : 1f) { TwoRowStepsAllowed = twoRowSteps };
+        return result.AvoidsOneRowRuns && twoRowSteps
             ? result with { TwoRowStepsMatch = Decode(createSession(true), prompt, actual, expected) is null }
             : result;
     }

@@ -50,7 +50,8 @@ internal sealed class GeneratorBackend : IKvBackend
             twoRows => new KvSession(model, Math.Min(ProbeContext, contextTokens), bytesPerToken, sharedBuffer, _runGate) { TwoRowSteps = twoRows },
             vocab,
             probeStart,
-            Math.Min(ProbeContext, contextTokens)) with { TwoRowStepsAllowed = twoRowSteps && sharedBuffer };
+            Math.Min(ProbeContext, contextTokens),
+            twoRowSteps && sharedBuffer);
     }
 
     public KvSessionBackend Kind => KvSessionBackend.Generator;

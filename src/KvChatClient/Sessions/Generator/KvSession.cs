@@ -176,9 +176,9 @@ internal sealed class KvSession : IKvSession
         var generator = _generator!;
         if (UseNativeLogits && GeneratorLastLogits.TryRead(generator, destination))
         {
-            if (_lastAppendLength == 1 && !GeneratorLastLogits.IsCrossChecked)
+            if (_lastAppendLength <= 2 && !GeneratorLastLogits.IsCrossChecked)
             {
-                // Once per process, where the managed copy is one row: the native read must equal it.
+                // Once per process, where the managed copy is one row or two (a two-row step): the native read must equal its last.
                 var managed = ArrayPool<float>.Shared.Rent(destination.Length);
                 try
                 {

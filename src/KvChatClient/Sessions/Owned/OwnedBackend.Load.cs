@@ -69,7 +69,7 @@ internal sealed partial class OwnedBackend
         try
         {
             // Row exactness first: two-row decode steps are not batched.
-            backend.RowExactness = RowExactness.Probe(backend.CreateSession, backend.Vocab, specialTokens.Length == 0 ? 1 : specialTokens[0], context) with { TwoRowStepsAllowed = twoRowSteps };
+            backend.RowExactness = RowExactness.Probe(backend.CreateSession, backend.Vocab, specialTokens.Length == 0 ? 1 : specialTokens[0], context, twoRowSteps);
             backend._batchingNote = backend._batchOfOne
                 ? "the decoder's batch dimension is fixed at 1: decode steps run one session at a time."
                 : operators.Contains("If")
