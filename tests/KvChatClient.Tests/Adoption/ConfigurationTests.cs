@@ -33,6 +33,7 @@ public sealed class ConfigurationTests
             ("EnableConversationIds", "true"),
             ("MaxConversations", "7"),
             ("ReplyMemoCapacity", "0"),
+            ("TwoRowDecodeSteps", "false"),
             ("ModelId", "configured-model"),
             ("RejectUnknownAdditionalProperties", "True"),
             ("ConstrainToolArguments", "true"),
@@ -50,6 +51,7 @@ public sealed class ConfigurationTests
         Assert.True(options.EnableConversationIds);
         Assert.Equal(7, options.MaxConversations);
         Assert.Equal(0, options.ReplyMemoCapacity);
+        Assert.False(options.TwoRowDecodeSteps);
         Assert.Equal("configured-model", options.ModelId);
         Assert.True(options.RejectUnknownAdditionalProperties);
         Assert.True(options.ConstrainToolArguments);
