@@ -26,6 +26,12 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
+// --sampler-paired ROUNDS [OUTPUT]: the sampler's ways in turn in one process (see SamplerPairs).
+if (args is ["--sampler-paired", var samplerRounds, .. var samplerRest])
+{
+    return SamplerPairs.Run(int.Parse(samplerRounds, System.Globalization.CultureInfo.InvariantCulture), samplerRest.FirstOrDefault());
+}
+
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");

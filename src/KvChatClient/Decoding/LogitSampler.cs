@@ -59,6 +59,13 @@ internal sealed class LogitSampler
     // Block of the vectorised partial sums the full-vocabulary draw walks.
     private const int SumBlock = 512;
 
+    // Top-p without top-k samples by rejection from this TopP on (a draw is kept with probability at least TopP), at
+    // most DefaultRejectionDraws draws; then, or below it, the nucleus is found by selection and drawn from.
+    internal const float MinRejectionTopP = 0.5f;
+    internal const int DefaultRejectionDraws = 3;
+
+    private readonly int _rejectionDraws;
+
     private readonly List<int> _generatedDistinct = [];
     private Xoshiro256StarStar _random;
     private int[]? _counts;
@@ -70,11 +77,26 @@ internal sealed class LogitSampler
     /// <param name="vocabSize">The number of logits per step; at least 1.</param>
     /// <exception cref="ArgumentOutOfRangeException">A setting or <paramref name="vocabSize"/> is out of range.</exception>
     public LogitSampler(SamplingSettings settings, int vocabSize)
+        : this(settings, vocabSize, DefaultRejectionDraws)
+    {
+    }
+
+    /// <summary>
+    /// Creates a sampler that makes at most <paramref name="rejectionDraws"/> draws from the whole distribution for
+    /// top-p without top-k before it finds the nucleus by selection (0: always by selection, as before rejection).
+    /// </summary>
+    /// <param name="settings">The sampling settings; validated.</param>
+    /// <param name="vocabSize">The number of logits per step; at least 1.</param>
+    /// <param name="rejectionDraws">At least 0.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A setting or an argument is out of range.</exception>
+    internal LogitSampler(SamplingSettings settings, int vocabSize, int rejectionDraws)
     {
         settings.Validate();
         ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(rejectionDraws);
         Settings = settings;
         VocabSize = vocabSize;
+        _rejectionDraws = rejectionDraws;
         _random = new Xoshiro256StarStar(settings.Seed ?? RandomSeed());
     }
 
@@ -83,6 +105,12 @@ internal sealed class LogitSampler
 
     /// <summary>Gets the number of logits per step.</summary>
     public int VocabSize { get; }
+
+    /// <summary>
+    /// Gets how many top-p picks without top-k found the nucleus by selection after every draw from the whole
+    /// distribution they were allowed fell outside it.
+    /// </summary>
+    internal long NucleusFallbacks { get; private set; }
 
     /// <summary>
     /// Picks the next token.
@@ -314,12 +342,30 @@ internal sealed class LogitSampler
         {
             var weights = buffer.AsSpan(0, length);
             var sums = blockSums.AsSpan(0, blocks);
-            ScaleForExp(values, max, inverseTemperature, weights);
-            TensorPrimitives.Exp(weights, weights);
-            var total = NucleusSelection.SumKeptBlocks(weights, NucleusCut.All, sums, SumBlock);
-            return Settings.TopP < 1f
-                ? SampleNucleus(weights, sums, total)
-                : DrawInIdOrder(weights, sums, total, NucleusCut.All);
+            var total = Weigh(values, max, inverseTemperature, weights, sums);
+            if (Settings.TopP >= 1f)
+            {
+                return DrawInIdOrder(weights, sums, total, NucleusCut.All);
+            }
+
+            if (Settings.TopP >= MinRejectionTopP)
+            {
+                // A draw from the whole distribution, kept when it is in the nucleus, is a draw from the nucleus; it is
+                // kept with probability the nucleus's share of the mass, at least TopP.
+                var target = Settings.TopP * total;
+                for (var draw = 0; draw < _rejectionDraws; draw++)
+                {
+                    var token = DrawInIdOrder(weights, sums, total, NucleusCut.All);
+                    if (NucleusMembership.MassAhead(weights, token) < target)
+                    {
+                        return token;
+                    }
+                }
+
+                NucleusFallbacks++;
+            }
+
+            return SampleNucleus(weights, sums, total);
         }
         finally
         {
@@ -455,6 +501,29 @@ internal sealed class LogitSampler
         }
 
         return lastKept;
+    }
+
+    /// <summary>
+    /// Writes each token's weight <c>exp((value - max) * inverseTemperature)</c> (0 where that underflows) and each
+    /// block's sum in double precision, one block of <see cref="SumBlock"/> tokens at a time so that the scale, exp and
+    /// sum of a block run while it is in the first-level cache; returns the whole mass.
+    /// </summary>
+    private static double Weigh(ReadOnlySpan<float> values, float max, float inverseTemperature, Span<float> weights, Span<double> blockSums)
+    {
+        var total = 0d;
+        for (var b = 0; b < blockSums.Length; b++)
+        {
+            var start = b * SumBlock;
+            var length = Math.Min(SumBlock, values.Length - start);
+            var block = weights.Slice(start, length);
+            ScaleForExp(values.Slice(start, length), max, inverseTemperature, block);
+            TensorPrimitives.Exp(block, block);
+            var sum = NucleusMembership.Sum(block);
+            blockSums[b] = sum;
+            total += sum;
+        }
+
+        return total;
     }
 
     /// <summary>
