@@ -25,29 +25,43 @@ namespace KvChat;
 /// weight underflows <see cref="float"/> are never drawn; negative infinity marks a banned token.
 /// </para>
 /// <para>
-/// The draw: one uniform number scaled by the kept mass, walking the kept tokens in id order, whatever
-/// the settings. With a <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same
-/// tokens on every run on the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and
-/// the sums are vectorised, so on a CPU with another vector width a draw that falls within rounding error
-/// of a boundary between two tokens can go the other way. Without a seed, the generator is seeded at
-/// random. (Changes of the draw for a given seed, each from the same distribution: before this sampler's
-/// top-p selection, the kept tokens of top-k and top-p were walked in the order "greater logit, then lower
-/// id", and top-p ordered tokens by logit rather than weight, which differs only for distinct logits whose
-/// float weights are equal; before that, in the order quickselect left them.)
+/// The draw: one uniform number scaled by the kept mass, walking the kept tokens in id order. Top-p without
+/// top-k (from a <c>TopP</c> of <see cref="MinRejectionTopP"/>) draws that way over the whole vocabulary
+/// and keeps the token if it is in the nucleus (<see cref="NucleusMembership"/>), which is a draw from the
+/// nucleus (the whole distribution conditioned on it); after <see cref="DefaultRejectionDraws"/> draws
+/// outside it, or below that <c>TopP</c>, it finds the nucleus and draws over it. With a
+/// <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every run on the
+/// same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and the sums are vectorised, so
+/// on a CPU with another vector width a draw that falls within rounding error of a boundary between two
+/// tokens can go the other way. Without a seed, the generator is seeded at random. (Changes of the draw
+/// for a given seed, each from the same distribution: before top-p without top-k drew by rejection, it
+/// drew once over the nucleus found first, so the same seed now draws other tokens there (top-k, with or
+/// without top-p, and temperature alone draw as before); before this sampler's top-p selection, the kept
+/// tokens of top-k and top-p were walked in the order "greater logit, then lower id", and top-p ordered
+/// tokens by logit rather than weight, which differs only for distinct logits whose float weights are
+/// equal; before that, in the order quickselect left them.)
 /// </para>
 /// <para>
 /// Cost, none of it a sort of the vocabulary or of the kept set: greedy is one vectorised pass (max and
 /// validation) and allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best
 /// in a heap (a token enters only when it beats the heap's worst, which one vector comparison rules out
 /// for almost all); temperature and exp then apply to those k only. Temperature alone, or top-p alone,
-/// need the whole softmax's mass: one vectorised pass of scale, one of exp
-/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and block sums in double
-/// precision; the draw then walks the block sums. Top-p finds its cut by selection, not by sorting
-/// (<see cref="NucleusSelection"/>): among the tokens of at least 1/1024 of the mass when they reach
-/// <c>TopP</c> (a peaked distribution), otherwise by a radix selection on the weights' bits over the
-/// whole vocabulary, linear in it, and the draw walks the kept mass's block sums. Penalties copy the
-/// logits once (a vectorised copy) and adjust only the tokens generated so far. Scratch buffers are
-/// rented from the shared array pool per call; nothing is allocated per token.
+/// need the whole softmax's mass: one pass that scales, exponentiates
+/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and sums in double precision a
+/// block of 512 tokens at a time, while the block is in the first-level cache; the draw then walks the
+/// block sums and one block. Top-p alone adds, per draw, one vectorised pass that sums the mass ahead of
+/// the drawn token; a draw is kept with probability at least <c>TopP</c> (at 0.9, 1.11 passes a token on
+/// average, at most 3). Only when three draws miss, or below a <c>TopP</c> of 0.5, does top-p find its cut
+/// by selection, never by sorting (<see cref="NucleusSelection"/>): among the tokens of at least 1/1024 of
+/// the mass when they reach <c>TopP</c> (a peaked distribution), otherwise by a radix selection on the
+/// weights' bits over the whole vocabulary, linear in it, and the draw walks the kept mass's block sums.
+/// Penalties copy the logits once (a vectorised copy) and adjust only the tokens generated so far.
+/// Scratch buffers are rented from the shared array pool per call; nothing is allocated per token.
+/// </para>
+/// <para>
+/// Written here because no .NET library samples top-k and top-p over raw logits (GenAI's own sampler runs
+/// inside its generator, on its own logits); <c>System.Numerics.Tensors.TensorPrimitives</c> does the
+/// vector math it can (exp), and the rest are plain vectorised loops.
 /// </para>
 /// </remarks>
 internal sealed class LogitSampler
