@@ -48,7 +48,7 @@ namespace KvChat;
 /// for almost all); temperature and exp then apply to those k only. Temperature alone, or top-p alone,
 /// need the whole softmax's mass: one pass that scales, exponentiates
 /// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and sums in double precision a
-/// block of 512 tokens at a time, while the block is in the first-level cache; the draw then walks the
+/// chunk of 2,048 tokens at a time, while the chunk is in the first-level cache; the draw then walks the
 /// block sums and one block. Top-p alone adds, per draw, one vectorised pass that sums the mass ahead of
 /// the drawn token; a draw is kept with probability at least <c>TopP</c> (at 0.9, 1.11 passes a token on
 /// average, at most 3). Only when three draws miss, or below a <c>TopP</c> of 0.5, does top-p find its cut
@@ -72,6 +72,9 @@ internal sealed class LogitSampler
 
     // Block of the vectorised partial sums the full-vocabulary draw walks.
     private const int SumBlock = 512;
+
+    // Tokens scaled, exponentiated and summed at a time: 8 KiB of logits and 8 KiB of weights, a whole number of blocks.
+    private const int WeighChunk = 4 * SumBlock;
 
     // Top-p without top-k samples by rejection from this TopP on (a draw is kept with probability at least TopP), at
     // most DefaultRejectionDraws draws; then, or below it, the nucleus is found by selection and drawn from.
@@ -519,22 +522,24 @@ internal sealed class LogitSampler
 
     /// <summary>
     /// Writes each token's weight <c>exp((value - max) * inverseTemperature)</c> (0 where that underflows) and each
-    /// block's sum in double precision, one block of <see cref="SumBlock"/> tokens at a time so that the scale, exp and
-    /// sum of a block run while it is in the first-level cache; returns the whole mass.
+    /// block's sum in double precision, <see cref="WeighChunk"/> tokens at a time so that the scale, exp and sums of a
+    /// chunk run while it is in the first-level cache; returns the whole mass.
     /// </summary>
     private static double Weigh(ReadOnlySpan<float> values, float max, float inverseTemperature, Span<float> weights, Span<double> blockSums)
     {
         var total = 0d;
-        for (var b = 0; b < blockSums.Length; b++)
+        for (var start = 0; start < values.Length; start += WeighChunk)
         {
-            var start = b * SumBlock;
-            var length = Math.Min(SumBlock, values.Length - start);
-            var block = weights.Slice(start, length);
-            ScaleForExp(values.Slice(start, length), max, inverseTemperature, block);
-            TensorPrimitives.Exp(block, block);
-            var sum = NucleusMembership.Sum(block);
-            blockSums[b] = sum;
-            total += sum;
+            var length = Math.Min(WeighChunk, values.Length - start);
+            var chunk = weights.Slice(start, length);
+            ScaleForExp(values.Slice(start, length), max, inverseTemperature, chunk);
+            TensorPrimitives.Exp(chunk, chunk);
+            for (var offset = 0; offset < length; offset += SumBlock)
+            {
+                var sum = NucleusMembership.Sum(chunk.Slice(offset, Math.Min(SumBlock, length - offset)));
+                blockSums[(start + offset) / SumBlock] = sum;
+                total += sum;
+            }
         }
 
         return total;

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace KvChat;
 
@@ -67,15 +68,34 @@ internal static class NucleusMembership
         return sum;
     }
 
+    /// <summary>
+    /// The sum of the weights <paramref name="condition"/> takes: 512-bit vectors where the CPU has them (where
+    /// <see cref="Vector{T}"/> stays 256 bits wide), else <see cref="Vector{T}"/>, widened to double precision.
+    /// </summary>
     private static double SumWhere<TCondition>(ReadOnlySpan<float> weights, TCondition condition)
         where TCondition : struct, ICondition
     {
         var i = 0;
         var sum = 0d;
         var width = Vector<float>.Count;
-        if (Vector.IsHardwareAccelerated && weights.Length >= width)
+        ref var start = ref MemoryMarshal.GetReference(weights);
+        if (Vector512.IsHardwareAccelerated && weights.Length >= Vector512<float>.Count)
         {
-            ref var start = ref MemoryMarshal.GetReference(weights);
+            var lows = Vector512<double>.Zero;
+            var highs = Vector512<double>.Zero;
+            var last = weights.Length - Vector512<float>.Count;
+            for (; i <= last; i += Vector512<float>.Count)
+            {
+                var current = Vector512.LoadUnsafe(ref start, (nuint)i);
+                var (low, high) = Vector512.Widen(Vector512.ConditionalSelect(condition.Holds(current), current, Vector512<float>.Zero));
+                lows += low;
+                highs += high;
+            }
+
+            sum = Vector512.Sum(lows + highs);
+        }
+        else if (Vector.IsHardwareAccelerated && weights.Length >= width)
+        {
             var lows = Vector<double>.Zero;
             var highs = Vector<double>.Zero;
             var last = weights.Length - width;
@@ -104,6 +124,8 @@ internal static class NucleusMembership
     /// <summary>Which weights a sum takes, for a vector of them and for one.</summary>
     private interface ICondition
     {
+        Vector512<float> Holds(Vector512<float> weights);
+
         Vector<int> Holds(Vector<float> weights);
 
         bool Holds(float weight);
@@ -112,6 +134,8 @@ internal static class NucleusMembership
     /// <summary>The weights at least the given one: ahead of a token among those of lower id.</summary>
     private readonly struct AtLeast(float weight) : ICondition
     {
+        public Vector512<float> Holds(Vector512<float> weights) => Vector512.GreaterThanOrEqual(weights, Vector512.Create(weight));
+
         public Vector<int> Holds(Vector<float> weights) => Vector.GreaterThanOrEqual(weights, new Vector<float>(weight));
 
         public bool Holds(float other) => other >= weight;
@@ -120,6 +144,8 @@ internal static class NucleusMembership
     /// <summary>The weights greater than the given one: ahead of a token among those of its id and above.</summary>
     private readonly struct Greater(float weight) : ICondition
     {
+        public Vector512<float> Holds(Vector512<float> weights) => Vector512.GreaterThan(weights, Vector512.Create(weight));
+
         public Vector<int> Holds(Vector<float> weights) => Vector.GreaterThan(weights, new Vector<float>(weight));
 
         public bool Holds(float other) => other > weight;
