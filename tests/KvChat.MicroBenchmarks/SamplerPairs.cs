@@ -14,13 +14,15 @@ internal static class SamplerPairs
 {
     private const int CallsPerRound = 32;
 
+    private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(0.5);
+
     public static int Run(int rounds, string? output)
     {
         var text = new StringBuilder();
         text.AppendLine(CultureInfo.InvariantCulture, $"LogitSampler.Next, the ways in turn in one process; medians of {rounds} rounds of {CallsPerRound} calls, µs per call; {Environment.ProcessorCount} logical processors");
         text.AppendLine();
-        text.AppendLine("| vocabulary | logits | way | µs per call | over greedy, µs | ratio to greedy |");
-        text.AppendLine("| ---: | --- | --- | ---: | ---: | ---: |");
+        text.AppendLine("| vocabulary | logits | way | µs per call | over greedy, µs | ratio to greedy | nucleus by selection, share of calls |");
+        text.AppendLine("| ---: | --- | --- | ---: | ---: | ---: | ---: |");
         foreach (var vocabulary in new[] { 32000, 151936, 262144 })
         {
             foreach (var shape in new[] { "flat", "peaked" })
@@ -35,6 +37,18 @@ internal static class SamplerPairs
                     ("temperature 0.8, top-k 40, top-p 0.9", new LogitSampler(new SamplingSettings(0.8f, 0.9f, 40, 0f, 0f, 1), vocabulary)),
                 ];
 
+                // Warm-up: long enough for tiered compilation to finish the sampler's loops (the first shape's rounds
+                // would otherwise time unoptimised code).
+                var warmUp = Stopwatch.StartNew();
+                while (warmUp.Elapsed < WarmUp)
+                {
+                    foreach (var way in ways)
+                    {
+                        way.Sampler.Next(logits);
+                    }
+                }
+
+                var fallbacks = ways.Select(w => w.Sampler.NucleusFallbacks).ToArray();
                 var times = ways.Select(_ => new List<double>()).ToArray();
                 for (var round = -1; round < rounds; round++)
                 {
@@ -59,7 +73,7 @@ internal static class SamplerPairs
                 {
                     var median = Median(times[i]);
                     text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                        $"| {vocabulary} | {shape} | {ways[i].Name} | {median:F1} | {median - greedy:F1} | {median / greedy:F2} |"));
+                        $"| {vocabulary} | {shape} | {ways[i].Name} | {median:F1} | {median - greedy:F1} | {median / greedy:F2} | {(ways[i].Sampler.NucleusFallbacks - fallbacks[i]) / (double)((rounds + 1) * CallsPerRound):F3} |"));
                 }
             }
         }
