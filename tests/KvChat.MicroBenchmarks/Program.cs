@@ -26,6 +26,12 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
+// --sampler-paired ROUNDS [OUTPUT]: the sampler's ways in turn in one process (see SamplerPairs).
+if (args is ["--sampler-paired", var samplerRounds, .. var samplerRest])
+{
+    return SamplerPairs.Run(int.Parse(samplerRounds, System.Globalization.CultureInfo.InvariantCulture), samplerRest.FirstOrDefault());
+}
+
 // --two-row MODEL ROUNDS [OUTPUT]: one-row against two-row decode steps, and the next turn's prefill either way (see TwoRowSteps).
 if (args is ["--two-row", var twoRowModel, var twoRowRounds, .. var twoRowRest])
 {
