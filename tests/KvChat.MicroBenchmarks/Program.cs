@@ -26,6 +26,22 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
+// --prefill-chunks MODEL ROUNDS [OUTPUT]: one long prefill in Runs of 64 to 1,000 tokens (see PrefillRuns).
+if (args is ["--prefill-chunks", var chunksModel, var chunksRounds, .. var chunksRest])
+{
+    return PrefillRuns.RunChunks(chunksModel, int.Parse(chunksRounds, System.Globalization.CultureInfo.InvariantCulture), chunksRest.FirstOrDefault());
+}
+
+// --prefill MODEL ROUNDS [OUTPUT] [--quick]: the owned backend's session options and prefill chunking (see PrefillRuns).
+if (args is ["--prefill", var prefillModel, var prefillRounds, .. var prefillRest])
+{
+    return PrefillRuns.Run(
+        prefillModel,
+        int.Parse(prefillRounds, System.Globalization.CultureInfo.InvariantCulture),
+        prefillRest.FirstOrDefault(a => a != "--quick"),
+        prefillRest.Contains("--quick"));
+}
+
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
 // --publish copies the markdown reports to docs/benchmarks/micro.
 var publish = args.Contains("--publish");
