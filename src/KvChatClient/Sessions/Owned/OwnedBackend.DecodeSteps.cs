@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
@@ -195,6 +196,7 @@ internal sealed unsafe partial class OwnedBackend
                 }
             }
 
+            _lastStep = Stopwatch.GetTimestamp();
             lock (_queueLock)
             {
                 _steps++;
