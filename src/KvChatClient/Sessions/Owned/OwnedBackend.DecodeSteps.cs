@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
@@ -196,7 +195,6 @@ internal sealed unsafe partial class OwnedBackend
                 }
             }
 
-            _lastStep = Stopwatch.GetTimestamp();
             lock (_queueLock)
             {
                 _steps++;

@@ -333,11 +333,6 @@ internal sealed partial class OwnedBackend
         {
             _steps = _rows = _maxBatch = 0;
         }
-
-        lock (_runLock)
-        {
-            _lastStep = 0;
-        }
     }
 
     /// <summary>One probe round; returns the largest logit difference, or null when every batched row equals its single step.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -29,21 +28,8 @@ namespace KvChat;
 /// </remarks>
 internal sealed unsafe partial class OwnedBackend : IKvBackend
 {
-    /// <summary>The most prompt tokens one prefill Run computes while other sessions are decoding.</summary>
+    /// <summary>The most prompt tokens one prefill Run computes.</summary>
     public const int PrefillChunk = 128;
-
-    /// <summary>
-    /// The most prompt tokens one prefill Run computes when no session has run a decode step for
-    /// <see cref="DecodeIdle"/> and the graph computes logits for the last positions only (else the logits of a Run
-    /// would take 512 rows of the vocabulary).
-    /// </summary>
-    /// <remarks>
-    /// Fewer, longer Runs cost less per token: on the int4 Qwen2.5-0.5B shape a 1,000-token prefill took 8.4 ms of
-    /// processor time per token in Runs of 512 against 10.9 in Runs of 128, with bits equal to one Run of all 1,000
-    /// (<c>docs/benchmarks/speed/prefill.md</c>). While sessions decode, a Run of 512 would hold their next tokens for
-    /// about 2 s there, so prefills go back to <see cref="PrefillChunk"/> as soon as a decode step runs.
-    /// </remarks>
-    public const int LongPrefillChunk = 512;
 
     /// <summary>The last positions whose logits a prefill Run computes, when the graph is rewritten (<see cref="LastPositionLogits"/>).</summary>
     public const int LastLogitPositions = 1;
@@ -53,21 +39,11 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <see cref="PrefillChunk"/>, and one fewer where that would leave a last chunk of one token (a one-row Run may
     /// compute other bits than a prefill, <see cref="RowExactness"/>).
     /// </summary>
-    internal static int ChunkLength(int remaining, int chunk = PrefillChunk)
+    internal static int ChunkLength(int remaining)
     {
-        var n = Math.Min(chunk, remaining);
+        var n = Math.Min(PrefillChunk, remaining);
         return remaining - n == 1 ? n - 1 : n;
     }
-
-    /// <summary>Gets or sets how long no decode step has run before a prefill takes Runs of <see cref="LongPrefillChunk"/> tokens.</summary>
-    internal TimeSpan DecodeIdle { get; set; } = TimeSpan.FromSeconds(1);
-
-    /// <summary>Gets the prefill Runs this backend has run (probes included).</summary>
-    internal long PrefillRuns => Interlocked.Read(ref _prefillRuns);
-
-    /// <summary>Gets the most tokens the next prefill Run may compute (<see cref="LongPrefillChunk"/> or <see cref="PrefillChunk"/>). Under the run lock.</summary>
-    private int NextChunk()
-        => _logitPositions > 0 && (_lastStep == 0 || Stopwatch.GetElapsedTime(_lastStep) >= DecodeIdle) ? LongPrefillChunk : PrefillChunk;
 
     private readonly SessionOptions _sessionOptions;
     private readonly InferenceSession _session;
@@ -86,10 +62,6 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     private readonly int _logitPositions;
     private bool _batchOfOne;
     private bool _disposed;
-    private long _prefillRuns;
-
-    /// <summary>The <see cref="Stopwatch"/> timestamp of the last decode step's Run (0: none since load). Under the run lock.</summary>
-    private long _lastStep;
 
     private OwnedBackend(SessionOptions sessionOptions, InferenceSession session, ModelFolder folder, int context, int slots, bool positionIds, int logitPositions)
     {
@@ -193,49 +165,42 @@ internal sealed unsafe partial class OwnedBackend : IKvBackend
     /// <summary>Computes <paramref name="tail"/> at positions <paramref name="past"/>.. of a slot; the last position's logits go to <paramref name="lastLogits"/>.</summary>
     internal void Prefill(int slot, int past, ReadOnlySpan<int> tail, Span<float> lastLogits)
     {
-        foreach (var token in tail)
-        {
-            CheckToken(token);
-        }
-
         for (var offset = 0; offset < tail.Length;)
         {
+            var n = ChunkLength(tail.Length - offset);
+
+            var ids = new long[n];
+            for (var i = 0; i < n; i++)
+            {
+                ids[i] = CheckToken(tail[offset + i]);
+            }
+
+            var start = past + offset;
+            var mask = new long[start + n];
+            mask.AsSpan().Fill(1);
+            long[]? positions = null;
+            if (_positionIds)
+            {
+                positions = new long[n];
+                for (var i = 0; i < n; i++)
+                {
+                    positions[i] = start + i;
+                }
+            }
+
             lock (_runLock)
             {
                 ThrowIfDisposed();
                 RunWaitingSteps();
-
-                // The chunk is chosen after the waiting steps ran: a step that ran means sessions are decoding.
-                var n = ChunkLength(tail.Length - offset, NextChunk());
-                var ids = new long[n];
-                for (var i = 0; i < n; i++)
-                {
-                    ids[i] = tail[offset + i];
-                }
-
-                var start = past + offset;
-                var mask = new long[start + n];
-                mask.AsSpan().Fill(1);
-                long[]? positions = null;
-                if (_positionIds)
-                {
-                    positions = new long[n];
-                    for (var i = 0; i < n; i++)
-                    {
-                        positions[i] = start + i;
-                    }
-                }
-
                 var rows = LogitRows(n);
-                Interlocked.Increment(ref _prefillRuns);
                 Run(slot, 1, ids, n, mask, start + n, positions, _prefillLogits.AsMemory(0, rows * Vocab));
                 if (offset + n == tail.Length)
                 {
                     _prefillLogits.AsSpan((rows - 1) * Vocab, Vocab).CopyTo(lastLogits);
                 }
-
-                offset += n;
             }
+
+            offset += n;
         }
     }
 
