@@ -172,7 +172,13 @@ internal static class PrefillRuns
         var text = new StringBuilder();
         text.AppendLine(Invariant($"{Path.GetFileName(path)}: {folder.Layers} layers, vocabulary {folder.VocabSize}, {Environment.ProcessorCount} logical processors; ONNX Runtime {OrtEnv.Instance().GetVersionString()}; {rounds} rounds after one warm-up round."));
         text.AppendLine();
-        MeasureChunks(folder, PrefillRunner.Rewrite(folder), Long + 8, prompt, rounds, text);
+        var rewritten = PrefillRunner.Rewrite(folder);
+        foreach (var setup in new[] { Baseline, Groups[0][2], Groups[0][1] })
+        {
+            MeasureChunks(folder, rewritten, Long + 8, prompt, rounds, text, setup);
+            text.AppendLine();
+        }
+
         Console.Write(text);
         if (output is not null)
         {
@@ -183,9 +189,10 @@ internal static class PrefillRuns
         return 0;
     }
 
-    private static void MeasureChunks(ModelFolder folder, byte[] rewritten, int context, long[] prompt, int rounds, StringBuilder text)
+    private static void MeasureChunks(ModelFolder folder, byte[] rewritten, int context, long[] prompt, int rounds, StringBuilder text, Setup? setup = null)
     {
-        using var runner = new PrefillRunner(folder, rewritten, context, Baseline.Threads, null);
+        setup ??= Baseline;
+        using var runner = new PrefillRunner(folder, rewritten, context, setup.Threads, setup.Configure);
         var samples = Chunks.Select(_ => new List<double>()).ToArray();
         var cpu = Chunks.Select(_ => new List<double>()).ToArray();
         var bits = new (ulong, ulong)[Chunks.Length];
@@ -209,7 +216,7 @@ internal static class PrefillRuns
             }
         }
 
-        text.AppendLine(Invariant($"One prefill of {Long} tokens in Runs of at most N tokens ({Baseline.Name}), {rounds} rounds; bits = the KV of all positions and the last logits equal one Run of {Long}; CPU = the process's processor time per token (both threads, spinning included):"));
+        text.AppendLine(Invariant($"One prefill of {Long} tokens in Runs of at most N tokens ({setup.Name}), {rounds} rounds; bits = the KV of all positions and the last logits equal one Run of {Long}; CPU = the process's processor time per token (both threads, spinning included):"));
         text.AppendLine();
         text.AppendLine("| Runs of | prefill tokens/s, median | best | CPU ms per token, median | bits |");
         text.AppendLine("| ---: | ---: | ---: | ---: | --- |");
