@@ -26,7 +26,11 @@ internal static class PrefillRuns
     private static readonly int[] Lengths = [Long, 256, 64, 50];
     private static readonly int[] Chunks = [128, 256, 512, Long];
 
-    private sealed record Setup(string Name, int Threads, Action<SessionOptions>? Configure);
+    private sealed record Setup(string Name, int Threads, Action<SessionOptions>? Configure)
+    {
+        /// <summary>Gets another model folder this setup runs instead (a reference; its bits differ by nature).</summary>
+        public string? Folder { get; init; }
+    }
 
     private static readonly Setup Baseline = new("owned backend today: 2 intra-op threads (spinning), ORT_ENABLE_ALL", 2, null);
 
@@ -52,7 +56,7 @@ internal static class PrefillRuns
         ],
     ];
 
-    public static int Run(string modelName, int rounds, string? output, bool quick = false)
+    public static int Run(string modelName, int rounds, string? output, bool quick = false, string? reference = null)
     {
         var path = Directory.Exists(modelName) ? Path.GetFullPath(modelName) : BenchModels.PathOf(modelName);
         var folder = ModelFolder.Read(path);
@@ -67,14 +71,24 @@ internal static class PrefillRuns
         text.AppendLine();
         text.AppendLine("| session setup | prefill 1000 | 256 | 64 | 50 | 64 after 1000 | decode ms | bits |");
         text.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-        foreach (var group in quick ? [Groups[0][..2]] : Groups)
+        Setup[][] groups = quick ? [Groups[0][..2]] : Groups;
+        if (reference is not null)
+        {
+            groups = [[.. groups[0], Baseline with { Name = $"{Path.GetFileName(reference)} (reference model), {Baseline.Name}", Folder = Path.GetFullPath(reference) }], .. groups[1..]];
+        }
+
+        foreach (var group in groups)
         {
             MeasureOptions(group, folder, rewritten, context, prompt, rounds, text);
         }
 
         text.AppendLine();
-        MeasureChunks(folder, rewritten, context, prompt, rounds, text);
-        text.AppendLine();
+        if (!quick)
+        {
+            MeasureChunks(folder, rewritten, context, prompt, rounds, text);
+            text.AppendLine();
+        }
+
         Profile(folder, rewritten, context, prompt, text);
         Console.Write(text);
         if (output is not null)
@@ -93,7 +107,8 @@ internal static class PrefillRuns
         {
             foreach (var setup in group)
             {
-                runners.Add(new PrefillRunner(folder, rewritten, context, setup.Threads, setup.Configure));
+                var other = setup.Folder is null ? null : ModelFolder.Read(setup.Folder);
+                runners.Add(new PrefillRunner(other ?? folder, other is null ? rewritten : PrefillRunner.Rewrite(other), context, setup.Threads, setup.Configure));
             }
 
             // Per configuration: one list of samples per column (Lengths, then "64 after 1000", then decode ms).

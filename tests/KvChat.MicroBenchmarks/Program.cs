@@ -32,14 +32,15 @@ if (args is ["--prefill-chunks", var chunksModel, var chunksRounds, .. var chunk
     return PrefillRuns.RunChunks(chunksModel, int.Parse(chunksRounds, System.Globalization.CultureInfo.InvariantCulture), chunksRest.FirstOrDefault());
 }
 
-// --prefill MODEL ROUNDS [OUTPUT] [--quick]: the owned backend's session options and prefill chunking (see PrefillRuns).
+// --prefill MODEL ROUNDS [OUTPUT] [--quick] [--reference FOLDER]: the owned backend's session options and prefill chunking (see PrefillRuns).
 if (args is ["--prefill", var prefillModel, var prefillRounds, .. var prefillRest])
 {
     return PrefillRuns.Run(
         prefillModel,
         int.Parse(prefillRounds, System.Globalization.CultureInfo.InvariantCulture),
-        prefillRest.FirstOrDefault(a => a != "--quick"),
-        prefillRest.Contains("--quick"));
+        prefillRest.TakeWhile(a => a != "--quick" && a != "--reference").FirstOrDefault(),
+        prefillRest.Contains("--quick"),
+        prefillRest.SkipWhile(a => a != "--reference").Skip(1).FirstOrDefault());
 }
 
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.
