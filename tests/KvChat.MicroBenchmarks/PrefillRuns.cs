@@ -9,7 +9,7 @@ namespace KvChat.MicroBenchmarks;
 /// Prefill speed of the owned backend's ONNX Runtime session on one model (<c>--prefill MODEL ROUNDS [OUTPUT]</c>), side
 /// by side in one process: session options (threads, spinning, thread affinity, dynamic block base, denormals, graph
 /// optimisation level, arena) against the backend's own setup, each for one prefill Run of 1,000, 256, 64 and 50 tokens,
-/// 64 tokens after 1,000 (a later turn) and decode steps; one prefill of 1,000 tokens in Runs of 64 to 1,000 tokens; and
+/// 64 tokens after 1,000 (a later turn) and decode steps; one prefill of 1,000 tokens in Runs of 128 to 1,000 tokens; and
 /// where the time of one Run goes (ORT's profiler, per operator). Every configuration's KV and logits are compared bit
 /// for bit with the backend's own setup.
 /// </summary>

@@ -26,7 +26,7 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
-// --prefill-chunks MODEL ROUNDS [OUTPUT]: one long prefill in Runs of 64 to 1,000 tokens (see PrefillRuns).
+// --prefill-chunks MODEL ROUNDS [OUTPUT]: one long prefill in Runs of 128 to 1,000 tokens (see PrefillRuns).
 if (args is ["--prefill-chunks", var chunksModel, var chunksRounds, .. var chunksRest])
 {
     return PrefillRuns.RunChunks(chunksModel, int.Parse(chunksRounds, System.Globalization.CultureInfo.InvariantCulture), chunksRest.FirstOrDefault());
@@ -41,6 +41,12 @@ if (args is ["--prefill", var prefillModel, var prefillRounds, .. var prefillRes
         prefillRest.TakeWhile(a => a != "--quick" && a != "--reference").FirstOrDefault(),
         prefillRest.Contains("--quick"),
         prefillRest.SkipWhile(a => a != "--reference").Skip(1).FirstOrDefault());
+}
+
+// --sampler-paired ROUNDS [OUTPUT]: the sampler's ways in turn in one process (see SamplerPairs).
+if (args is ["--sampler-paired", var samplerRounds, .. var samplerRest])
+{
+    return SamplerPairs.Run(int.Parse(samplerRounds, System.Globalization.CultureInfo.InvariantCulture), samplerRest.FirstOrDefault());
 }
 
 // The default job keeps the whole suite near 8 minutes on a 2-core machine; any --job on the command line replaces it.

@@ -5,7 +5,9 @@ namespace KvChat.MicroBenchmarks;
 /// <summary>
 /// <see cref="LogitSampler.Next"/> over 32,000, 151,936 (Qwen2.5) and 262,144 (Gemma 3) logits, peaked and flat: greedy
 /// (one vectorised pass) against temperature sampling alone, with top-k 40, top-p 0.9, both, and with penalties; beside
-/// each, the quickselect sampler of an earlier release (<see cref="QuickselectSampler"/>), on the same logits.
+/// each, the quickselect sampler of an earlier release (<see cref="QuickselectSampler"/>), on the same logits, and
+/// beside top-p 0.9 (drawn by rejection from the whole distribution) the same sampler finding the nucleus by selection
+/// first, as it did before rejection.
 /// </summary>
 /// <remarks>
 /// Peaked logits are like a trained model's: normal with standard deviation 2, and 16 tokens raised by 8 to 12, so that
@@ -22,6 +24,7 @@ public class SamplerBenchmarks
     private LogitSampler _temperature = null!;
     private LogitSampler _topK = null!;
     private LogitSampler _topP = null!;
+    private LogitSampler _topPBySelection = null!;
     private LogitSampler _topKTopP = null!;
     private LogitSampler _penalties = null!;
     private QuickselectSampler _oldTemperature = null!;
@@ -43,6 +46,7 @@ public class SamplerBenchmarks
         _temperature = new LogitSampler(new SamplingSettings(0.8f, 1f, 0, 0f, 0f, 1), Vocabulary);
         _topK = new LogitSampler(new SamplingSettings(0.8f, 1f, 40, 0f, 0f, 1), Vocabulary);
         _topP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 0, 0f, 0f, 1), Vocabulary);
+        _topPBySelection = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 0, 0f, 0f, 1), Vocabulary, rejectionDraws: 0);
         _topKTopP = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 40, 0f, 0f, 1), Vocabulary);
         _penalties = new LogitSampler(new SamplingSettings(0.8f, 0.9f, 40, 0.3f, 0.3f, 1), Vocabulary);
         for (var i = 0; i < 64; i++)
@@ -105,6 +109,9 @@ public class SamplerBenchmarks
 
     [Benchmark(Description = "temperature 0.8, top-p 0.9")]
     public int TopP() => _topP.Next(_logits);
+
+    [Benchmark(Description = "temperature 0.8, top-p 0.9 (nucleus by selection, no rejection)")]
+    public int TopPBySelection() => _topPBySelection.Next(_logits);
 
     [Benchmark(Description = "temperature 0.8, top-p 0.9 (quickselect sampler)")]
     public int OldTopP() => _oldTopP.Next(_logits);

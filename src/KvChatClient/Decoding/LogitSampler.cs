@@ -25,29 +25,43 @@ namespace KvChat;
 /// weight underflows <see cref="float"/> are never drawn; negative infinity marks a banned token.
 /// </para>
 /// <para>
-/// The draw: one uniform number scaled by the kept mass, walking the kept tokens in id order, whatever
-/// the settings. With a <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same
-/// tokens on every run on the same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and
-/// the sums are vectorised, so on a CPU with another vector width a draw that falls within rounding error
-/// of a boundary between two tokens can go the other way. Without a seed, the generator is seeded at
-/// random. (Changes of the draw for a given seed, each from the same distribution: before this sampler's
-/// top-p selection, the kept tokens of top-k and top-p were walked in the order "greater logit, then lower
-/// id", and top-p ordered tokens by logit rather than weight, which differs only for distinct logits whose
-/// float weights are equal; before that, in the order quickselect left them.)
+/// The draw: one uniform number scaled by the kept mass, walking the kept tokens in id order. Top-p without
+/// top-k (from a <c>TopP</c> of <see cref="MinRejectionTopP"/>) draws that way over the whole vocabulary
+/// and keeps the token if it is in the nucleus (<see cref="NucleusMembership"/>), which is a draw from the
+/// nucleus (the whole distribution conditioned on it); after <see cref="DefaultRejectionDraws"/> draws
+/// outside it, or below that <c>TopP</c>, it finds the nucleus and draws over it. With a
+/// <see cref="SamplingSettings.Seed"/>, the same logits sequence gives the same tokens on every run on the
+/// same hardware (xoshiro256**; see <see cref="Xoshiro256StarStar"/>); exp and the sums are vectorised, so
+/// on a CPU with another vector width a draw that falls within rounding error of a boundary between two
+/// tokens can go the other way. Without a seed, the generator is seeded at random. (Changes of the draw
+/// for a given seed, each from the same distribution: before top-p without top-k drew by rejection, it
+/// drew once over the nucleus found first, so the same seed now draws other tokens there (top-k, with or
+/// without top-p, and temperature alone draw as before); before this sampler's top-p selection, the kept
+/// tokens of top-k and top-p were walked in the order "greater logit, then lower id", and top-p ordered
+/// tokens by logit rather than weight, which differs only for distinct logits whose float weights are
+/// equal; before that, in the order quickselect left them.)
 /// </para>
 /// <para>
 /// Cost, none of it a sort of the vocabulary or of the kept set: greedy is one vectorised pass (max and
 /// validation) and allocates nothing. Top-k is that pass plus one vectorised scan that keeps the k best
 /// in a heap (a token enters only when it beats the heap's worst, which one vector comparison rules out
 /// for almost all); temperature and exp then apply to those k only. Temperature alone, or top-p alone,
-/// need the whole softmax's mass: one vectorised pass of scale, one of exp
-/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and block sums in double
-/// precision; the draw then walks the block sums. Top-p finds its cut by selection, not by sorting
-/// (<see cref="NucleusSelection"/>): among the tokens of at least 1/1024 of the mass when they reach
-/// <c>TopP</c> (a peaked distribution), otherwise by a radix selection on the weights' bits over the
-/// whole vocabulary, linear in it, and the draw walks the kept mass's block sums. Penalties copy the
-/// logits once (a vectorised copy) and adjust only the tokens generated so far. Scratch buffers are
-/// rented from the shared array pool per call; nothing is allocated per token.
+/// need the whole softmax's mass: one pass that scales, exponentiates
+/// (<see cref="TensorPrimitives.Exp(ReadOnlySpan{float}, Span{float})"/>) and sums in double precision a
+/// chunk of 2,048 tokens at a time, while the chunk is in the first-level cache; the draw then walks the
+/// block sums and one block. Top-p alone adds, per draw, one vectorised pass that sums the mass ahead of
+/// the drawn token; a draw is kept with probability at least <c>TopP</c> (at 0.9, 1.11 passes a token on
+/// average, at most 3). Only when three draws miss, or below a <c>TopP</c> of 0.5, does top-p find its cut
+/// by selection, never by sorting (<see cref="NucleusSelection"/>): among the tokens of at least 1/1024 of
+/// the mass when they reach <c>TopP</c> (a peaked distribution), otherwise by a radix selection on the
+/// weights' bits over the whole vocabulary, linear in it, and the draw walks the kept mass's block sums.
+/// Penalties copy the logits once (a vectorised copy) and adjust only the tokens generated so far.
+/// Scratch buffers are rented from the shared array pool per call; nothing is allocated per token.
+/// </para>
+/// <para>
+/// Written here because no .NET library samples top-k and top-p over raw logits (GenAI's own sampler runs
+/// inside its generator, on its own logits); <c>System.Numerics.Tensors.TensorPrimitives</c> does the
+/// vector math it can (exp), and the rest are plain vectorised loops.
 /// </para>
 /// </remarks>
 internal sealed class LogitSampler
@@ -58,6 +72,16 @@ internal sealed class LogitSampler
 
     // Block of the vectorised partial sums the full-vocabulary draw walks.
     private const int SumBlock = 512;
+
+    // Tokens scaled, exponentiated and summed at a time: 8 KiB of logits and 8 KiB of weights, a whole number of blocks.
+    private const int WeighChunk = 4 * SumBlock;
+
+    // Top-p without top-k samples by rejection from this TopP on (a draw is kept with probability at least TopP), at
+    // most DefaultRejectionDraws draws; then, or below it, the nucleus is found by selection and drawn from.
+    internal const float MinRejectionTopP = 0.5f;
+    internal const int DefaultRejectionDraws = 3;
+
+    private readonly int _rejectionDraws;
 
     private readonly List<int> _generatedDistinct = [];
     private Xoshiro256StarStar _random;
@@ -70,11 +94,26 @@ internal sealed class LogitSampler
     /// <param name="vocabSize">The number of logits per step; at least 1.</param>
     /// <exception cref="ArgumentOutOfRangeException">A setting or <paramref name="vocabSize"/> is out of range.</exception>
     public LogitSampler(SamplingSettings settings, int vocabSize)
+        : this(settings, vocabSize, DefaultRejectionDraws)
+    {
+    }
+
+    /// <summary>
+    /// Creates a sampler that makes at most <paramref name="rejectionDraws"/> draws from the whole distribution for
+    /// top-p without top-k before it finds the nucleus by selection (0: always by selection, as before rejection).
+    /// </summary>
+    /// <param name="settings">The sampling settings; validated.</param>
+    /// <param name="vocabSize">The number of logits per step; at least 1.</param>
+    /// <param name="rejectionDraws">At least 0.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A setting or an argument is out of range.</exception>
+    internal LogitSampler(SamplingSettings settings, int vocabSize, int rejectionDraws)
     {
         settings.Validate();
         ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(rejectionDraws);
         Settings = settings;
         VocabSize = vocabSize;
+        _rejectionDraws = rejectionDraws;
         _random = new Xoshiro256StarStar(settings.Seed ?? RandomSeed());
     }
 
@@ -83,6 +122,12 @@ internal sealed class LogitSampler
 
     /// <summary>Gets the number of logits per step.</summary>
     public int VocabSize { get; }
+
+    /// <summary>
+    /// Gets how many top-p picks without top-k found the nucleus by selection after every draw from the whole
+    /// distribution they were allowed fell outside it.
+    /// </summary>
+    internal long NucleusFallbacks { get; private set; }
 
     /// <summary>
     /// Picks the next token.
@@ -314,12 +359,30 @@ internal sealed class LogitSampler
         {
             var weights = buffer.AsSpan(0, length);
             var sums = blockSums.AsSpan(0, blocks);
-            ScaleForExp(values, max, inverseTemperature, weights);
-            TensorPrimitives.Exp(weights, weights);
-            var total = NucleusSelection.SumKeptBlocks(weights, NucleusCut.All, sums, SumBlock);
-            return Settings.TopP < 1f
-                ? SampleNucleus(weights, sums, total)
-                : DrawInIdOrder(weights, sums, total, NucleusCut.All);
+            var total = Weigh(values, max, inverseTemperature, weights, sums);
+            if (Settings.TopP >= 1f)
+            {
+                return DrawInIdOrder(weights, sums, total, NucleusCut.All);
+            }
+
+            if (Settings.TopP >= MinRejectionTopP)
+            {
+                // A draw from the whole distribution, kept when it is in the nucleus, is a draw from the nucleus; it is
+                // kept with probability the nucleus's share of the mass, at least TopP.
+                var target = Settings.TopP * total;
+                for (var draw = 0; draw < _rejectionDraws; draw++)
+                {
+                    var token = DrawInIdOrder(weights, sums, total, NucleusCut.All);
+                    if (NucleusMembership.MassAhead(weights, token) < target)
+                    {
+                        return token;
+                    }
+                }
+
+                NucleusFallbacks++;
+            }
+
+            return SampleNucleus(weights, sums, total);
         }
         finally
         {
@@ -455,6 +518,31 @@ internal sealed class LogitSampler
         }
 
         return lastKept;
+    }
+
+    /// <summary>
+    /// Writes each token's weight <c>exp((value - max) * inverseTemperature)</c> (0 where that underflows) and each
+    /// block's sum in double precision, <see cref="WeighChunk"/> tokens at a time so that the scale, exp and sums of a
+    /// chunk run while it is in the first-level cache; returns the whole mass.
+    /// </summary>
+    private static double Weigh(ReadOnlySpan<float> values, float max, float inverseTemperature, Span<float> weights, Span<double> blockSums)
+    {
+        var total = 0d;
+        for (var start = 0; start < values.Length; start += WeighChunk)
+        {
+            var length = Math.Min(WeighChunk, values.Length - start);
+            var chunk = weights.Slice(start, length);
+            ScaleForExp(values.Slice(start, length), max, inverseTemperature, chunk);
+            TensorPrimitives.Exp(chunk, chunk);
+            for (var offset = 0; offset < length; offset += SumBlock)
+            {
+                var sum = NucleusMembership.Sum(chunk.Slice(offset, Math.Min(SumBlock, length - offset)));
+                blockSums[(start + offset) / SumBlock] = sum;
+                total += sum;
+            }
+        }
+
+        return total;
     }
 
     /// <summary>

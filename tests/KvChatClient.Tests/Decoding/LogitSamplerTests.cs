@@ -359,13 +359,19 @@ public sealed class LogitSamplerTests
     /// The sampler's definition, written the slow way: sort the whole vocabulary ("greater logit, then lower id"), cut
     /// top-k, weigh each token with float exp (TensorPrimitives'), sort what is left by "greater weight, then lower id",
     /// sum in double precision, cut top-p against the whole mass, and draw one uniform number over the kept mass, walking
-    /// the kept tokens in id order. Tokens whose scaled logit underflows exp are never kept.
+    /// the kept tokens in id order. Top-p without top-k (from <see cref="LogitSampler.MinRejectionTopP"/>) first draws
+    /// over every token, in id order, up to <see cref="LogitSampler.DefaultRejectionDraws"/> times, and takes the first
+    /// draw in the nucleus. Tokens whose scaled logit underflows exp are never kept.
     /// </summary>
     private sealed class ReferenceSampler
     {
         private readonly int[] _kept;
         private readonly double[] _weights;
         private readonly double _mass;
+        private readonly int[] _all;
+        private readonly double[] _allWeights;
+        private readonly double _total;
+        private readonly int _rejectionDraws;
 
         public ReferenceSampler(float[] logits, SamplingSettings settings)
         {
@@ -401,22 +407,40 @@ public sealed class LogitSamplerTests
             _kept = [.. kept];
             _weights = [.. kept.Select(i => (double)Weight(i))];
             _mass = mass;
+            _all = [.. eligible.Order()];
+            _allWeights = [.. _all.Select(i => (double)Weight(i))];
+            _total = total;
+            var byRejection = settings.TopP < 1f && settings.TopP >= LogitSampler.MinRejectionTopP && !(settings.TopK > 0 && settings.TopK < logits.Length);
+            _rejectionDraws = byRejection ? LogitSampler.DefaultRejectionDraws : 0;
         }
 
         public int Next(ref Xoshiro256StarStar random)
         {
-            var point = random.NextDouble() * _mass;
-            var sum = 0d;
-            for (var i = 0; i < _kept.Length; i++)
+            for (var draw = 0; draw < _rejectionDraws; draw++)
             {
-                sum += _weights[i];
-                if (point < sum)
+                var token = Walk(_all, _allWeights, random.NextDouble() * _total);
+                if (Array.BinarySearch(_kept, token) >= 0)
                 {
-                    return _kept[i];
+                    return token;
                 }
             }
 
-            return _kept[^1];
+            return Walk(_kept, _weights, random.NextDouble() * _mass);
+        }
+
+        private static int Walk(int[] ids, double[] weights, double point)
+        {
+            var sum = 0d;
+            for (var i = 0; i < ids.Length; i++)
+            {
+                sum += weights[i];
+                if (point < sum)
+                {
+                    return ids[i];
+                }
+            }
+
+            return ids[^1];
         }
     }
 

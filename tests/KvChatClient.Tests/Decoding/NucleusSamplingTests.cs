@@ -10,14 +10,14 @@ namespace KvChatClient.Tests.Decoding;
 /// </summary>
 public sealed class NucleusSamplingTests
 {
-    private const int Draws = 40_000;
+    internal const int Draws = 40_000;
 
     /// <summary>
     /// The exact distribution: weights <c>exp((logit - max) / temperature)</c> (after the penalties), the k greatest
     /// logits with top-k, then the smallest prefix of "greater weight, then lower id" whose mass reaches <c>TopP</c> of
     /// the whole; each kept token's probability is its share of the kept mass.
     /// </summary>
-    private static double[] ExactDistribution(float[] logits, float temperature, float topP, int topK)
+    internal static double[] ExactDistribution(float[] logits, float temperature, float topP, int topK)
     {
         var max = logits.Max();
         var weights = logits.Select(l => (double)MathF.Exp((l - max) / temperature)).ToArray();
@@ -49,7 +49,7 @@ public sealed class NucleusSamplingTests
         return probabilities;
     }
 
-    private static int[] Count(LogitSampler sampler, float[] logits, int draws)
+    internal static int[] Count(LogitSampler sampler, float[] logits, int draws)
     {
         var counts = new int[logits.Length];
         for (var i = 0; i < draws; i++)
@@ -64,7 +64,7 @@ public sealed class NucleusSamplingTests
     /// Asserts that no token outside the nucleus is drawn and that the draws follow it: a chi-square over bins of kept
     /// tokens (in id order, each bin expecting at least 1/16 of the draws), against the 0.001 critical value.
     /// </summary>
-    private static void AssertFollows(double[] expected, int[] counts, int draws)
+    internal static void AssertFollows(double[] expected, int[] counts, int draws)
     {
         for (var i = 0; i < expected.Length; i++)
         {
@@ -102,14 +102,20 @@ public sealed class NucleusSamplingTests
         Assert.True(chiSquare < critical, $"chi2 = {chiSquare:F1} over {freedom} degrees of freedom (critical {critical:F1}).");
     }
 
+    /// <summary>
+    /// Asserts it of the sampler as it is (top-p without top-k by rejection) and of one that finds the nucleus by
+    /// selection first (no draw from the whole distribution).
+    /// </summary>
     private static void AssertDrawsFollowTheNucleus(float[] logits, float temperature, float topP, int topK, ulong seed)
     {
-        var sampler = new LogitSampler(new SamplingSettings(temperature, topP, topK, 0f, 0f, seed), logits.Length);
-        AssertFollows(ExactDistribution(logits, temperature, topP, topK), Count(sampler, logits, Draws), Draws);
+        var settings = new SamplingSettings(temperature, topP, topK, 0f, 0f, seed);
+        var expected = ExactDistribution(logits, temperature, topP, topK);
+        AssertFollows(expected, Count(new LogitSampler(settings, logits.Length), logits, Draws), Draws);
+        AssertFollows(expected, Count(new LogitSampler(settings, logits.Length, rejectionDraws: 0), logits, Draws), Draws);
     }
 
     /// <summary>A flat vocabulary: <paramref name="count"/> logits spread evenly over [0, <paramref name="spread"/>), ids shuffled.</summary>
-    private static float[] Flat(int count, float spread, int seed)
+    internal static float[] Flat(int count, float spread, int seed)
     {
         var logits = Enumerable.Range(0, count).Select(i => spread * i / count).ToArray();
         new Random(seed).Shuffle(logits);
