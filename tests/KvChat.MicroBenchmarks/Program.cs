@@ -26,6 +26,23 @@ if (args is ["--sampled-decode", var sampledModel, var sampledRounds, .. var sam
     return RealVocabularyRuns.SampledDecode(sampledModel, int.Parse(sampledRounds, System.Globalization.CultureInfo.InvariantCulture), sampledRest.FirstOrDefault());
 }
 
+// --prefill-chunks MODEL ROUNDS [OUTPUT]: one long prefill in Runs of 128 to 1,000 tokens (see PrefillRuns).
+if (args is ["--prefill-chunks", var chunksModel, var chunksRounds, .. var chunksRest])
+{
+    return PrefillRuns.RunChunks(chunksModel, int.Parse(chunksRounds, System.Globalization.CultureInfo.InvariantCulture), chunksRest.FirstOrDefault());
+}
+
+// --prefill MODEL ROUNDS [OUTPUT] [--quick] [--reference FOLDER]: the owned backend's session options and prefill chunking (see PrefillRuns).
+if (args is ["--prefill", var prefillModel, var prefillRounds, .. var prefillRest])
+{
+    return PrefillRuns.Run(
+        prefillModel,
+        int.Parse(prefillRounds, System.Globalization.CultureInfo.InvariantCulture),
+        prefillRest.TakeWhile(a => a != "--quick" && a != "--reference").FirstOrDefault(),
+        prefillRest.Contains("--quick"),
+        prefillRest.SkipWhile(a => a != "--reference").Skip(1).FirstOrDefault());
+}
+
 // --sampler-paired ROUNDS [OUTPUT]: the sampler's ways in turn in one process (see SamplerPairs).
 if (args is ["--sampler-paired", var samplerRounds, .. var samplerRest])
 {
