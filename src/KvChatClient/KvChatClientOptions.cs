@@ -280,8 +280,9 @@ public sealed class KvChatClientOptions
     /// tokens (int4 <c>MatMulNBits</c> at <c>accuracy_level</c> 4, the CPU export of GenAI's model builder; a probe at
     /// load finds them, <see cref="KvCacheStatistics.CacheExactnessNote"/> says what it found). When true, each decode
     /// step runs two rows, the previous token again with the new one, so replies stay cached and the next turn prefills
-    /// only its new tokens (measured on the int4 Qwen2.5-0.5B shape: the next turn's first token 0.62x as late, decode
-    /// 0.88x as fast), but concurrent sessions' decode steps run one at a time. When false, decode steps run one row
+    /// only its new tokens (measured on the int4 Qwen2.5-0.5B shape: the next turn's first token 0.61x as late, decode
+    /// 0.89x as fast), but concurrent sessions' decode steps run one at a time (total decode 0.67x-0.80x at 2-8
+    /// conversations). When false, decode steps run one row
     /// (batched across sessions) and each reply is prefilled again with the next turn's tokens. Other models decode one
     /// row a step, batched, either way.
     /// </summary>
