@@ -38,11 +38,11 @@ internal static class PairedDecode
                 }
             }
 
-            var bare = Median(times[0]);
+            var bare = RunReport.Median(times[0]);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{model}, {rounds} rounds of {DecodeBenchmarks.Tokens} tokens; medians per token:"));
             for (var i = 0; i < ways.Length; i++)
             {
-                var median = Median(times[i]);
+                var median = RunReport.Median(times[i]);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"  {ways[i].Name,-30} {median,10:F2} us  overhead {median - bare,8:F2} us  ratio {median / bare:F3}"));
             }
@@ -53,11 +53,5 @@ internal static class PairedDecode
         {
             benchmarks.Cleanup();
         }
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[sorted.Count / 2];
     }
 }

@@ -90,14 +90,7 @@ internal static class PrefillRuns
         }
 
         Profile(folder, rewritten, context, prompt, text);
-        Console.Write(text);
-        if (output is not null)
-        {
-            File.WriteAllText(output, text.ToString());
-            Console.WriteLine($"wrote {output}");
-        }
-
-        return 0;
+        return RunReport.Write(text, output);
     }
 
     private static void MeasureOptions(Setup[] group, ModelFolder folder, byte[] rewritten, int context, long[] prompt, int rounds, StringBuilder text)
@@ -163,7 +156,7 @@ internal static class PrefillRuns
             {
                 var s = samples[c];
                 var same = bits[c].AsSpan().SequenceEqual(bits[0]);
-                text.AppendLine(Invariant($"| {group[c].Name} | {Median(s[0]):F0} | {Median(s[1]):F0} | {Median(s[2]):F0} | {Median(s[3]):F0} | {Median(s[4]):F0} | {Median(s[5]):F1} | {(c == 0 ? "reference" : same ? "equal" : "differ")} |"));
+                text.AppendLine(Invariant($"| {group[c].Name} | {RunReport.Median(s[0]):F0} | {RunReport.Median(s[1]):F0} | {RunReport.Median(s[2]):F0} | {RunReport.Median(s[3]):F0} | {RunReport.Median(s[4]):F0} | {RunReport.Median(s[5]):F1} | {(c == 0 ? "reference" : same ? "equal" : "differ")} |"));
             }
         }
         finally
@@ -194,14 +187,7 @@ internal static class PrefillRuns
             text.AppendLine();
         }
 
-        Console.Write(text);
-        if (output is not null)
-        {
-            File.WriteAllText(output, text.ToString());
-            Console.WriteLine($"wrote {output}");
-        }
-
-        return 0;
+        return RunReport.Write(text, output);
     }
 
     private static void MeasureChunks(ModelFolder folder, byte[] rewritten, int context, long[] prompt, int rounds, StringBuilder text, Setup? setup = null)
@@ -237,7 +223,7 @@ internal static class PrefillRuns
         text.AppendLine("| ---: | ---: | ---: | ---: | --- |");
         for (var c = 0; c < Chunks.Length; c++)
         {
-            text.AppendLine(Invariant($"| {Chunks[c]} | {Median(samples[c]):F0} | {samples[c].Max():F0} | {Median(cpu[c]):F2} | {(Chunks[c] == Long ? "reference" : bits[c] == bits[^1] ? "equal" : "differ")} |"));
+            text.AppendLine(Invariant($"| {Chunks[c]} | {RunReport.Median(samples[c]):F0} | {samples[c].Max():F0} | {RunReport.Median(cpu[c]):F2} | {(Chunks[c] == Long ? "reference" : bits[c] == bits[^1] ? "equal" : "differ")} |"));
         }
     }
 
@@ -291,12 +277,6 @@ internal static class PrefillRuns
         {
             File.Delete(file);
         }
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length == 0 ? double.NaN : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     private static string Invariant(FormattableString value) => value.ToString(CultureInfo.InvariantCulture);

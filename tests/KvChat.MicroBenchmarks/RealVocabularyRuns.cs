@@ -80,10 +80,10 @@ internal static class RealVocabularyRuns
         for (var i = 0; i < ways.Length; i++)
         {
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {ways[i].Name} | {Median(totals[i]):F1} | {Median(reads[i]):F2} | {Median(totals[i]) / Median(totals[0]):F3} |"));
+                $"| {ways[i].Name} | {RunReport.Median(totals[i]):F1} | {RunReport.Median(reads[i]):F2} | {RunReport.Median(totals[i]) / RunReport.Median(totals[0]):F3} |"));
         }
 
-        return Write(text, output);
+        return RunReport.Write(text, output);
     }
 
     public static int SampledDecode(string modelName, int rounds, string? output)
@@ -150,7 +150,7 @@ internal static class RealVocabularyRuns
             }
         }
 
-        var greedy = Median(times[0]);
+        var greedy = RunReport.Median(times[0]);
         var text = new StringBuilder();
         text.AppendLine(run.Describe($"{DecodeTokens} tokens decoded after a {prompt.Length}-token prompt through KvSession and LogitSampler; medians per token of {rounds} rounds"));
         text.AppendLine();
@@ -158,12 +158,12 @@ internal static class RealVocabularyRuns
         text.AppendLine("| --- | ---: | ---: | ---: |");
         for (var i = 0; i < ways.Length; i++)
         {
-            var median = Median(times[i]);
+            var median = RunReport.Median(times[i]);
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {ways[i].Name} | {median:F3} | {median - greedy:F3} | {median / greedy:F3} |"));
         }
 
-        return Write(text, output);
+        return RunReport.Write(text, output);
     }
 
     private static (double Total, double Read) TimeSession(KvSession session, int[] prompt, float[] logits)
@@ -175,24 +175,6 @@ internal static class RealVocabularyRuns
         session.ReadLastLogits(logits);
         var total = stopwatch.Elapsed.TotalMilliseconds;
         return (total, total - prefilled);
-    }
-
-    private static int Write(StringBuilder text, string? output)
-    {
-        Console.Write(text);
-        if (output is not null)
-        {
-            File.WriteAllText(output, text.ToString());
-            Console.WriteLine($"wrote {output}");
-        }
-
-        return 0;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[sorted.Count / 2];
     }
 
     /// <summary>A kit model loaded with the client's default threads.</summary>

@@ -68,29 +68,16 @@ internal static class SamplerPairs
                     }
                 }
 
-                var greedy = Median(times[0]);
+                var greedy = RunReport.Median(times[0]);
                 for (var i = 0; i < ways.Length; i++)
                 {
-                    var median = Median(times[i]);
+                    var median = RunReport.Median(times[i]);
                     text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {vocabulary} | {shape} | {ways[i].Name} | {median:F1} | {median - greedy:F1} | {median / greedy:F2} | {(ways[i].Sampler.NucleusFallbacks - fallbacks[i]) / (double)((rounds + 1) * CallsPerRound):F3} |"));
                 }
             }
         }
 
-        Console.Write(text);
-        if (output is not null)
-        {
-            File.WriteAllText(output, text.ToString());
-            Console.WriteLine($"wrote {output}");
-        }
-
-        return 0;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[sorted.Count / 2];
+        return RunReport.Write(text, output);
     }
 }

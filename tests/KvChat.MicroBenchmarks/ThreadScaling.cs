@@ -69,18 +69,11 @@ internal static class ThreadScaling
                 foreach (var sessions in concurrencies)
                 {
                     text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                        $"| {configurations[c].Threads} | {(configurations[c].Gated ? "one at a time" : "concurrent")} | {sessions} | {Median(prefill[(c, sessions)]):F0} | {Median(decode[(c, sessions)]):F1} |"));
+                        $"| {configurations[c].Threads} | {(configurations[c].Gated ? "one at a time" : "concurrent")} | {sessions} | {RunReport.Median(prefill[(c, sessions)]):F0} | {RunReport.Median(decode[(c, sessions)]):F1} |"));
                 }
             }
 
-            Console.Write(text);
-            if (output is not null)
-            {
-                File.WriteAllText(output, text.ToString());
-                Console.WriteLine($"wrote {output}");
-            }
-
-            return 0;
+            return RunReport.Write(text, output);
         }
         finally
         {
@@ -163,11 +156,5 @@ internal static class ThreadScaling
         }
 
         list.Add(value);
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[sorted.Count / 2];
     }
 }

@@ -109,7 +109,7 @@ internal static class TwoRowSteps
             }
         }
 
-        var m = times.Select(Median).ToArray();
+        var m = times.Select(t => RunReport.Median(t)).ToArray();
         var text = new StringBuilder();
         text.AppendLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(path.TrimEnd(Path.DirectorySeparatorChar))} ({folder.Layers} layers, vocabulary {folder.VocabSize}), {threads} intra-op threads, {Environment.ProcessorCount} logical processors; a {PromptTokens}-token prompt, a {ReplyTokens}-token reply, {NewTokens} new tokens; medians of {rounds} rounds; {backend.LogitsNote}"));
@@ -125,19 +125,6 @@ internal static class TwoRowSteps
         text.AppendLine();
         text.AppendLine(string.Create(CultureInfo.InvariantCulture,
             $"Per turn on the owned backend: two-row steps cost {ReplyTokens * (m[1] - m[0]):F0} ms more over the reply (decode {m[0] / m[1]:F3}x the one-row speed) and save the next turn {m[4] - m[5]:F0} ms to its first token ({m[5] / m[4]:F3}x). Generator: decode {m[2] / m[3]:F3}x the one-row speed."));
-        Console.Write(text);
-        if (output is not null)
-        {
-            File.WriteAllText(output, text.ToString());
-            Console.WriteLine($"wrote {output}");
-        }
-
-        return 0;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted[sorted.Count / 2];
+        return RunReport.Write(text, output);
     }
 }

@@ -42,14 +42,7 @@ public sealed class NucleusSelectionTests
         { "one heavy", 2000 },
     };
 
-    private static float[] Weights(string shape, int count, Random random) => shape switch
-    {
-        "lognormal" => [.. Enumerable.Range(0, count).Select(_ => MathF.Exp(-8f * random.NextSingle() * random.NextSingle() * 5f))],
-        "nearly equal" => [.. Enumerable.Range(0, count).Select(_ => 1f - (random.NextSingle() * 1e-4f))],
-        "few distinct" => [.. Enumerable.Range(0, count).Select(_ => (random.Next(4) + 1) / 4f)],
-        "with zeros" => [.. Enumerable.Range(0, count).Select(_ => random.Next(3) == 0 ? 0f : random.NextSingle())],
-        _ => [.. Enumerable.Range(0, count).Select(i => i == count / 2 ? 1f : random.NextSingle() * 1e-6f)],
-    };
+    private static float[] Weights(string shape, int count, Random random) => WeightShapes.Make(shape, count, random, count / 2, 1e-6f);
 
     [Theory]
     [MemberData(nameof(Shapes))]

@@ -64,15 +64,7 @@ public sealed class Int4ExactnessTests
     {
         // One-row decode steps, as GenAI's own loop decodes: the replies equal GenAI's greedy replies.
         using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1, TwoRowDecodeSteps = false });
-        List<ChatMessage> history = [new(ChatRole.System, "You are a terse assistant for the int4 oracle.")];
-        var traces = new List<ReplyTrace>();
-        for (var turn = 0; turn < 4; turn++)
-        {
-            history.Add(new ChatMessage(ChatRole.User, $"Question number {turn}: what follows {turn * 7}?"));
-            var response = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 24 }, TestContext.Current.CancellationToken);
-            traces.Add(harness.Last);
-            history.AddRange(response.Messages);
-        }
+        var traces = await FourTurnsAsync(harness);
 
         // Every turn equals a fresh prefill (checked above); the previous reply's tokens, decoded one row per Run, were
         // prefilled again with each turn's, and counted so.
@@ -225,5 +217,21 @@ public sealed class Int4ExactnessTests
         Assert.False(near.RecomputesReplies);
         Assert.Equal(9, near.Keep(9, 10));
         Assert.Contains("near-exact", near.Note, StringComparison.Ordinal);
+    }
+
+    /// <summary>Asks four turns of one conversation through <paramref name="harness"/> (the oracle checks each) and returns their traces.</summary>
+    internal static async Task<List<ReplyTrace>> FourTurnsAsync(OracleHarness harness)
+    {
+        List<ChatMessage> history = [new(ChatRole.System, "You are a terse assistant for the int4 oracle.")];
+        var traces = new List<ReplyTrace>();
+        for (var turn = 0; turn < 4; turn++)
+        {
+            history.Add(new ChatMessage(ChatRole.User, $"Question number {turn}: what follows {turn * 7}?"));
+            var response = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 24 }, TestContext.Current.CancellationToken);
+            traces.Add(harness.Last);
+            history.AddRange(response.Messages);
+        }
+
+        return traces;
     }
 }

@@ -78,15 +78,7 @@ public sealed class TwoRowDecodeTests
     {
         using var harness = new OracleHarness(Int4Path, new KvChatClientOptions { SessionBackend = backend, MaxSessions = 1 }, prefillGreedy: true);
         Assert.True(harness.Client.SessionBackend.RowExactness.DecodesTwoRows);
-        List<ChatMessage> history = [new(ChatRole.System, "You are a terse assistant for the int4 oracle.")];
-        var traces = new List<ReplyTrace>();
-        for (var turn = 0; turn < 4; turn++)
-        {
-            history.Add(new ChatMessage(ChatRole.User, $"Question number {turn}: what follows {turn * 7}?"));
-            var response = await harness.AskAsync(history, new ChatOptions { MaxOutputTokens = 24 }, TestContext.Current.CancellationToken);
-            traces.Add(harness.Last);
-            history.AddRange(response.Messages);
-        }
+        var traces = await Int4ExactnessTests.FourTurnsAsync(harness);
 
         // Every turn equals a fresh prefill (checked above). The session keeps each reply, and the next turn serves it
         // from the cache: its tokens count as cached, only the new ones as prefilled.
