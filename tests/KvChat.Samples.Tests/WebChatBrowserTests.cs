@@ -32,22 +32,9 @@ public sealed class WebChatBrowserTests
     [Fact]
     public async Task TwoMessages_BothRepliesStream_TurnTwoReportsCachedTokens_Screenshot()
     {
-        Assert.True(File.Exists(Chromium) && File.Exists(ChromeDriver),
-            $"{Chromium} and {ChromeDriver} are needed: apt-get install -y chromium chromium-driver (.ci/run does it).");
         var model = TestModels.PathOf(ModelKitOptions.Tiny with { Script = Reply });
-        await using var app = HostingApp.Build(
-            ["--urls", "http://127.0.0.1:0", "--Logging:Console:LogLevel:Default=None", $"--KvChat:ModelPath={model}", "--KvChat:ModelId=kit-tiny-scripted"]);
-        await app.StartAsync(Cancel);
-
-        var profile = Directory.CreateTempSubdirectory("kvchat-chromium-");
-        try
+        await OnPageAsync(model, "kit-tiny-scripted", "web-chat.png", (driver, wait) =>
         {
-            using var driver = StartChromium(profile.FullName);
-            driver.Navigate().GoToUrl(app.Urls.Single() + "/");
-            var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(60));
-            wait.Until(d => d.FindElement(By.TagName("body")).GetAttribute("data-ready") == "true");
-            Assert.Equal("kit-tiny-scripted", driver.FindElement(By.Id("model")).Text);
-
             var first = Ask(driver, wait, "What is a KV cache?", turn: 1, Reply);
             var second = Ask(driver, wait, "Why does reusing it help?", turn: 2, Reply);
             Assert.Empty(driver.FindElements(By.CssSelector(".thinking"))); // a plain model's turns have no thinking block
@@ -58,37 +45,15 @@ public sealed class WebChatBrowserTests
             Assert.True(second.Cached >= first.Prompt, $"turn 2 cached {second.Cached}; turn 1's prompt was {first.Prompt}");
             Assert.Equal(second.Prompt, second.Cached + second.Prefilled);
             TestContext.Current.TestOutputHelper?.WriteLine($"web chat, turn 2: prompt {second.Prompt}, cached {second.Cached}, prefilled {second.Prefilled}, first token {second.Ttft} ms");
-
-            var screenshot = Path.Combine(AppContext.BaseDirectory, "web-chat.png");
-            ((ITakesScreenshot)driver).GetScreenshot().SaveAsFile(screenshot);
-            Assert.True(new FileInfo(screenshot).Length > 10_000);
-            TestContext.Current.TestOutputHelper?.WriteLine($"screenshot: {screenshot}");
-        }
-        finally
-        {
-            profile.Delete(recursive: true);
-            await app.StopAsync(Cancel);
-        }
+        });
     }
 
     [Fact]
     public async Task ReasoningModel_ThinkingStreamsAboveTheReplyAsText_AndGoesBackOnlyAsReasoningContent()
     {
-        Assert.True(File.Exists(Chromium) && File.Exists(ChromeDriver),
-            $"{Chromium} and {ChromeDriver} are needed: apt-get install -y chromium chromium-driver (.ci/run does it).");
         var model = TestModels.PathOf(Qwen3Scripts.Saying(Qwen3Scripts.Encode($"<think>\n{Thought}\n</think>\n\n{Answer}")[0]));
-        await using var app = HostingApp.Build(
-            ["--urls", "http://127.0.0.1:0", "--Logging:Console:LogLevel:Default=None", $"--KvChat:ModelPath={model}", "--KvChat:ModelId=kit-qwen3-reasoning"]);
-        await app.StartAsync(Cancel);
-
-        var profile = Directory.CreateTempSubdirectory("kvchat-chromium-");
-        try
+        await OnPageAsync(model, "kit-qwen3-reasoning", "web-chat-reasoning.png", (driver, wait) =>
         {
-            using var driver = StartChromium(profile.FullName);
-            driver.Navigate().GoToUrl(app.Urls.Single() + "/");
-            var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(60));
-            wait.Until(d => d.FindElement(By.TagName("body")).GetAttribute("data-ready") == "true");
-
             // Longer than a block of the prefix index (16 tokens), so that turn 2 can find turn 1 by prefix.
             var first = Ask(driver, wait, "What is a KV cache, and why would a chat server keep one alive between the turns of a conversation?", turn: 1, Answer);
             var second = Ask(driver, wait, "Why does reusing it help?", turn: 2, Answer);
@@ -127,8 +92,32 @@ public sealed class WebChatBrowserTests
                 Assert.Equal(Thought, m.GetProperty("reasoning_content").GetString());
             });
             TestContext.Current.TestOutputHelper?.WriteLine($"web chat, reasoning model, turn 2: prompt {second.Prompt}, cached {second.Cached}, prefilled {second.Prefilled}");
+        });
+    }
 
-            var screenshot = Path.Combine(AppContext.BaseDirectory, "web-chat-reasoning.png");
+    /// <summary>
+    /// Runs the hosting sample on <paramref name="model"/>, opens its page in Chromium, waits until it is ready and shows
+    /// <paramref name="modelId"/>, runs <paramref name="body"/>, then saves a screenshot to the test output folder.
+    /// </summary>
+    private static async Task OnPageAsync(string model, string modelId, string screenshotName, Action<ChromeDriver, WebDriverWait> body)
+    {
+        Assert.True(File.Exists(Chromium) && File.Exists(ChromeDriver),
+            $"{Chromium} and {ChromeDriver} are needed: apt-get install -y chromium chromium-driver (.ci/run does it).");
+        await using var app = HostingApp.Build(
+            ["--urls", "http://127.0.0.1:0", "--Logging:Console:LogLevel:Default=None", $"--KvChat:ModelPath={model}", $"--KvChat:ModelId={modelId}"]);
+        await app.StartAsync(Cancel);
+
+        var profile = Directory.CreateTempSubdirectory("kvchat-chromium-");
+        try
+        {
+            using var driver = StartChromium(profile.FullName);
+            driver.Navigate().GoToUrl(app.Urls.Single() + "/");
+            var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(60));
+            wait.Until(d => d.FindElement(By.TagName("body")).GetAttribute("data-ready") == "true");
+            Assert.Equal(modelId, driver.FindElement(By.Id("model")).Text);
+            body(driver, wait);
+
+            var screenshot = Path.Combine(AppContext.BaseDirectory, screenshotName);
             ((ITakesScreenshot)driver).GetScreenshot().SaveAsFile(screenshot);
             Assert.True(new FileInfo(screenshot).Length > 10_000);
             TestContext.Current.TestOutputHelper?.WriteLine($"screenshot: {screenshot}");
