@@ -54,6 +54,10 @@ internal static class PrefillRuns
                 o.EnableMemoryPattern = false;
             }),
         ],
+        [
+            Baseline,
+            new("2 threads, mlas.use_lut_gemm 1 (a lookup-table kernel where one exists: other arithmetic)", 2, o => o.AddSessionConfigEntry("mlas.use_lut_gemm", "1")),
+        ],
     ];
 
     public static int Run(string modelName, int rounds, string? output, bool quick = false, string? reference = null)
@@ -71,7 +75,7 @@ internal static class PrefillRuns
         text.AppendLine();
         text.AppendLine("| session setup | prefill 1000 | 256 | 64 | 50 | 64 after 1000 | decode ms | bits |");
         text.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-        Setup[][] groups = quick ? [Groups[0][..2]] : Groups;
+        Setup[][] groups = quick ? [Groups[0][..2], Groups[2]] : Groups;
         if (reference is not null)
         {
             groups = [[.. groups[0], Baseline with { Name = $"{Path.GetFileName(reference)} (reference model), {Baseline.Name}", Folder = Path.GetFullPath(reference) }], .. groups[1..]];
